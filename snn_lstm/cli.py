@@ -1,0 +1,35 @@
+"""`snnlstm VERB [ARGS...]`: each verb is a Hydra app; ARGS go to it untouched,
+so overrides, `-m`, `--cfg job` and `--help` work as with any Hydra app."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# verb -> (module with a `main()`, one-line description)
+VERBS = {
+    "train": ("snn_lstm.train", "train a model (Hydra app: snnlstm train task=... model=...)"),
+    "evaluate": ("snn_lstm.evaluate", "evaluate a checkpoint on a split (snnlstm evaluate ckpt=PATH)"),
+}
+
+USAGE = "usage: snnlstm VERB [HYDRA ARGS...]\n\nverbs:\n" + "\n".join(
+    f"  {verb:<10} {description}" for verb, (_, description) in VERBS.items()
+) + "\n\n`snnlstm VERB --help` shows a verb's config groups and options."
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"snnlstm: error: unknown verb '{verb}': choose one of {', '.join(VERBS)}", file=sys.stderr)
+        sys.exit(2)
+    module = importlib.import_module(VERBS[verb][0])
+    sys.argv = [f"snnlstm {verb}", *rest]
+    module.main()
+
+
+if __name__ == "__main__":
+    main()

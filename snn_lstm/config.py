@@ -1,0 +1,198 @@
+"""Typed schema of every config group, the run-folder resolver and the
+allow-list of what configs may instantiate.
+
+Each YAML option in ``conf/`` extends its schema here (``schema/<group>/<name>``),
+so a misspelt key or a wrong type fails while Hydra composes the config.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import hydra.utils
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+from snn_lstm.errors import UserError
+
+CONFIG_PATH = "pkg://snn_lstm.conf"
+
+# The only callables a config's `_target_` may name (also for configs read back
+# from checkpoints or MLflow): our own package and torch's optimizers/schedulers.
+ALLOWED_TARGET_PREFIXES = ("snn_lstm.", "torch.optim.")
+
+
+# ----------------------------------------------------------------- schema
+@dataclass
+class SineTaskConfig:
+    name: str = "sine"
+    readout: str = "sequence"
+    hidden_size: int = 100  # the paper's network for this task
+    seq_len: int = 100
+    channels: int = 20
+    dt: float = 0.1  # x advances by dt per step
+    val_size: int = 256
+    test_size: int = 1024
+    figure_steps: List[int] = field(default_factory=lambda: [0, 5, 20, 100])
+
+
+@dataclass
+class SpikingLSTMConfig:
+    name: str = "slstm"
+    hidden_size: int = 100
+    num_layers: int = 1
+    theta1: float = 0.1
+    theta2: float = 0.1
+    cell_grad: str = "straight_through"
+    init: str = "he"
+
+
+@dataclass
+class LSTMConfig:
+    name: str = "lstm"
+    hidden_size: int = 100
+    num_layers: int = 1
+
+
+@dataclass
+class SurrogateConfig:
+    name: str = "gaussian"
+    alpha1: float = 4.0  # width for the gates i, f, o
+    alpha2: float = 0.3  # width for the candidate g
+
+
+@dataclass
+class OptimizerConfig:
+    _target_: str = "torch.optim.Adam"
+    lr: float = 1e-3
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = 600
+    batch_size: int = 32
+    eval_every: int = 100
+    log_every: int = 10
+    eval_limit: Optional[int] = None  # evaluate on at most this many samples per split
+    grad_clip: Optional[float] = None  # max global gradient norm
+    device: str = "cpu"  # cpu, cuda or auto
+    threads: Optional[int] = None  # torch CPU threads; None keeps torch's choice
+    progress: bool = True
+
+
+@dataclass
+class TrackingConfig:
+    backend: str = "mlflow"  # mlflow or none
+    uri: Optional[str] = None  # None: MLFLOW_TRACKING_URI, else sqlite in paths.run_dir
+    experiment: str = "snnlstm"
+
+
+@dataclass
+class PathsConfig:
+    data_dir: str = "./data"
+    run_dir: str = "./runs"
+
+
+@dataclass
+class TrainConfig:
+    task: Any = MISSING
+    model: Any = MISSING
+    surrogate: SurrogateConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    paths: PathsConfig = MISSING
+    seed: int = 0
+    resume: bool = False
+    run_name: Optional[str] = None  # run folder name under paths.run_dir/<task>; default a timestamp
+    tags: Dict[str, str] = field(default_factory=dict)  # extra MLflow tags (paper_table, row, ...)
+
+
+@dataclass
+class EvaluateConfig:
+    ckpt: str = MISSING
+    split: str = "test"
+    device: str = "cpu"
+    tracking: TrackingConfig = MISSING
+    paths: PathsConfig = MISSING
+
+
+def register_schemas() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="schema_train", node=TrainConfig)
+    cs.store(name="schema_evaluate", node=EvaluateConfig)
+    for group, name, node in (
+        ("task", "sine", SineTaskConfig),
+        ("model", "slstm", SpikingLSTMConfig),
+        ("model", "lstm", LSTMConfig),
+        ("surrogate", "surrogate", SurrogateConfig),
+        ("optimizer", "optimizer", OptimizerConfig),
+        ("trainer", "trainer", TrainerConfig),
+        ("tracking", "tracking", TrackingConfig),
+        ("paths", "paths", PathsConfig),
+    ):
+        cs.store(group=f"schema/{group}", name=name, node=node)
+
+
+# ----------------------------------------------------------------- run folder
+def run_folder(base: str, task: str, resume: bool, run_name: Optional[str]) -> str:
+    """Hydra's run dir: <base>/<task>/<run_name or timestamp>.
+
+    With resume=true and no run_name, the newest folder of this task that holds a
+    ``last.pt`` is reused, so ``snnlstm train resume=true`` continues where the last
+    run stopped.
+    """
+    task_dir = Path(base) / task
+    if run_name:
+        return str(task_dir / run_name)
+    if resume:
+        candidates = sorted(task_dir.glob("*/last.pt"), key=lambda p: p.stat().st_mtime)
+        if candidates:
+            return str(candidates[-1].parent)
+    stamp = dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    folder, n = task_dir / stamp, 1
+    while folder.exists():
+        folder, n = task_dir / f"{stamp}_{n}", n + 1
+    return str(folder)
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("snnlstm_run_dir"):
+        OmegaConf.register_new_resolver("snnlstm_run_dir", run_folder, use_cache=True)
+
+
+register_schemas()
+register_resolvers()
+
+
+# ----------------------------------------------------------------- instantiate
+def check_targets(cfg: Any, where: str = "config") -> None:
+    """Refuse any `_target_` outside ALLOWED_TARGET_PREFIXES, at any depth."""
+    if isinstance(cfg, (DictConfig, dict)):
+        target = cfg.get("_target_")
+        if target is not None and not str(target).startswith(ALLOWED_TARGET_PREFIXES):
+            raise UserError(
+                f"{where}: _target_ '{target}' is not allowed; configs may only instantiate "
+                f"names under {', '.join(ALLOWED_TARGET_PREFIXES)}"
+            )
+        for key, value in cfg.items():
+            check_targets(value, f"{where}.{key}")
+    elif isinstance(cfg, (ListConfig, list, tuple)):
+        for index, value in enumerate(cfg):
+            check_targets(value, f"{where}[{index}]")
+
+
+def instantiate(cfg: Any, where: str, **kwargs: Any) -> Any:
+    """hydra.utils.instantiate behind the allow-list."""
+    check_targets(cfg, where)
+    return hydra.utils.instantiate(cfg, **kwargs)
+
+
+def to_plain(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, (DictConfig, ListConfig)) else cfg

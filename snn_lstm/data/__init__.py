@@ -1,0 +1,1 @@
+"""Datasets, one module per family. Each returns plain tensors; encoding is separate."""

@@ -1,0 +1,79 @@
+"""`snnlstm evaluate ckpt=PATH [split=test]`: rebuild the model from the checkpoint
+alone, print its metrics and log them into the checkpoint's MLflow run (at the
+checkpoint's step, under the same names as training: `test/...`).
+
+Only machine settings come from this command's config: where the data lives
+(`paths.data_dir`), the device and the tracking store.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from snn_lstm.checkpoint import load_checkpoint
+from snn_lstm.config import CONFIG_PATH
+from snn_lstm.errors import UserError, reports_user_errors, run_reporting_errors
+from snn_lstm.models import build_model
+from snn_lstm.tasks import build_task
+from snn_lstm.tracking import make_tracker
+from snn_lstm.train import evaluate_split, select_device, setup_torch
+
+log = logging.getLogger("snnlstm.evaluate")
+SPLITS = ("val", "test")
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    if cfg.split not in SPLITS:
+        raise UserError(f"split must be one of {', '.join(SPLITS)}, got '{cfg.split}'")
+    checkpoint = load_checkpoint(cfg.ckpt)
+    run_config = checkpoint["config"]
+    device = select_device(cfg.device)
+    setup_torch(run_config["trainer"]["threads"])
+    task = build_task(
+        run_config["task"],
+        data_dir=cfg.paths.data_dir,
+        seed=run_config["seed"],
+        eval_limit=run_config["trainer"]["eval_limit"],
+    )
+    model = build_model(**checkpoint["model_args"])
+    model.load_state_dict(checkpoint["model"])
+    model.to(device)
+    metrics = evaluate_split(task, model, cfg.split, device)
+    for name, value in metrics.items():
+        print(f"{name}={value!r}")
+
+    saved = checkpoint.get("tracking") or {}
+    tracker = make_tracker(
+        cfg.tracking.backend,
+        saved.get("uri") or cfg.tracking.uri,
+        cfg.tracking.experiment,
+        cfg.paths.run_dir,
+        run_id=saved.get("run_id"),
+        run_name=f"evaluate-{task.name}",
+        tags={"task": task.name, "model": run_config["model"]["name"], "evaluated_checkpoint": cfg.ckpt},
+        reopen=False,
+    )
+    tracker.log_metrics(metrics, checkpoint["step"])
+    if tracker.created:
+        tracker.finish("FINISHED")
+    log.info("logged to %s", tracker.describe())
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="evaluate")
+@reports_user_errors("evaluate")
+def hydra_app(cfg: DictConfig) -> None:
+    with torch.no_grad():
+        evaluate(cfg)
+
+
+def main() -> None:
+    run_reporting_errors("evaluate", hydra_app)
+
+
+if __name__ == "__main__":
+    main()

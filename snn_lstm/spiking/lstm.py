@@ -1,0 +1,224 @@
+"""The spiking LSTM of Lotfi Rezaabad & Vishwanath (ICONS 2020).
+
+Pre-activations in PyTorch's gate order, so weights copy to and from nn.LSTM:
+
+    [a_i, a_f, a_g, a_o] = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh
+
+Forward, with H the Heaviside step (H(0) = 0):
+
+    i_t = H(a_i - theta1)   f_t = H(a_f - theta1)   o_t = H(a_o - theta1)
+    g_t = H(a_g - theta2)
+    s_t = f_t * c_{t-1} + i_t * g_t          (0, 1 or 2)
+    c_t = min(s_t, 1)
+    h_t = o_t * c_t
+
+so every one of i, f, g, o, c, h is exactly 0 or 1. Backward, each dH/du is a
+surrogate (gates: width alpha1, candidate: width alpha2). ``cell_grad`` picks
+dc_t/ds_t:
+
+    straight_through  1                          (the authors' code)
+    surrogate         g_alpha1(s_t - theta1)     (c_t = H(s_t - theta1), same values)
+
+Layout is time-major like nn.LSTM: input [T, B, I], output [T, B, H] and the
+final state (h_n, c_n), each [num_layers, B, H].
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from snn_lstm.errors import UserError
+from snn_lstm.spiking.surrogate import Surrogate
+
+CELL_GRADS = ("straight_through", "surrogate")
+INITS = ("he", "normal", "pytorch")
+
+
+@dataclass(frozen=True)
+class SpikeParams:
+    """Everything but the weights that a spiking LSTM step needs."""
+
+    theta1: float
+    theta2: float
+    gate: Surrogate  # i, f, o (and c when cell_grad == "surrogate")
+    candidate: Surrogate  # g
+    cell_grad: str
+
+    def __post_init__(self):
+        for name in ("theta1", "theta2"):
+            value = getattr(self, name)
+            # In [0, 1) the clamp min(s, 1) and H(s - theta1) agree on s in {0, 1, 2}.
+            if not (math.isfinite(value) and 0.0 <= value < 1.0):
+                raise UserError(f"model.{name} must lie in [0, 1), got {value}")
+        if self.cell_grad not in CELL_GRADS:
+            raise UserError(
+                f"model.cell_grad must be one of {', '.join(CELL_GRADS)}, got '{self.cell_grad}'"
+            )
+
+
+def spiking_lstm_step(
+    x: Tensor,
+    h: Tensor,
+    c: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None,
+    bias_hh: Tensor | None,
+    p: SpikeParams,
+) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """One time step; returns (h_t, c_t, (i_t, f_t, g_t, o_t))."""
+    a = F.linear(x, weight_ih, bias_ih) + F.linear(h, weight_hh, bias_hh)
+    a_i, a_f, a_g, a_o = a.chunk(4, dim=-1)
+    i = p.gate(a_i - p.theta1)
+    f = p.gate(a_f - p.theta1)
+    g = p.candidate(a_g - p.theta2)
+    o = p.gate(a_o - p.theta1)
+    s = f * c + i * g
+    if p.cell_grad == "straight_through":
+        # Value min(s, 1), derivative 1: the clamp's correction carries no gradient.
+        c_new = s - (s - 1.0).clamp(min=0.0).detach()
+    else:
+        c_new = p.gate(s - p.theta1)
+    h_new = o * c_new
+    return h_new, c_new, (i, f, g, o)
+
+
+def init_lstm_parameters_(
+    weights: list[Tensor], biases: list[Tensor], input_size: int, hidden_size: int, init: str
+) -> None:
+    """he: N(0, 2 / (I + H)) and zero biases (the authors' code); normal: N(0, 1)
+    and zero biases (the paper's text); pytorch: U(-1/sqrt(H), 1/sqrt(H)) for all."""
+    if init not in INITS:
+        raise UserError(f"model.init must be one of {', '.join(INITS)}, got '{init}'")
+    with torch.no_grad():
+        if init == "pytorch":
+            bound = 1.0 / math.sqrt(hidden_size)
+            for t in weights + biases:
+                t.uniform_(-bound, bound)
+            return
+        std = math.sqrt(2.0 / (input_size + hidden_size)) if init == "he" else 1.0
+        for w in weights:
+            w.normal_(0.0, std)
+        for b in biases:
+            b.zero_()
+
+
+class SpikingLSTMCell(nn.Module):
+    """One layer, one step; parameter names follow nn.LSTMCell."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        spike: SpikeParams,
+        bias: bool = True,
+        init: str = "he",
+    ):
+        super().__init__()
+        _check_sizes(input_size, hidden_size, 1)
+        self.input_size, self.hidden_size, self.spike = input_size, hidden_size, spike
+        self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
+        self.bias_ih = nn.Parameter(torch.empty(4 * hidden_size)) if bias else None
+        self.bias_hh = nn.Parameter(torch.empty(4 * hidden_size)) if bias else None
+        biases = [b for b in (self.bias_ih, self.bias_hh) if b is not None]
+        init_lstm_parameters_([self.weight_ih, self.weight_hh], biases, input_size, hidden_size, init)
+
+    def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        if state is None:
+            zeros = x.new_zeros(x.shape[0], self.hidden_size)
+            state = (zeros, zeros)
+        h, c, _ = spiking_lstm_step(
+            x, *state, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.spike
+        )
+        return h, c
+
+
+class SpikingLSTM(nn.Module):
+    """Stacked spiking LSTM over a sequence, a drop-in for nn.LSTM (time-major).
+
+    Parameters are named like nn.LSTM's (weight_ih_l0, ...), so
+    ``slstm.load_state_dict(lstm.state_dict())`` copies a trained LSTM in.
+    Layer l > 0 takes layer l-1's spikes h as its input.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        theta1: float = 0.1,
+        theta2: float = 0.1,
+        surrogate: str = "gaussian",
+        alpha1: float = 4.0,
+        alpha2: float = 0.3,
+        cell_grad: str = "straight_through",
+        init: str = "he",
+        bias: bool = True,
+    ):
+        super().__init__()
+        _check_sizes(input_size, hidden_size, num_layers)
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.spike = SpikeParams(
+            theta1, theta2, Surrogate(surrogate, alpha1), Surrogate(surrogate, alpha2), cell_grad
+        )
+        self.bias = bias
+        for layer in range(num_layers):
+            layer_in = input_size if layer == 0 else hidden_size
+            w_ih = nn.Parameter(torch.empty(4 * hidden_size, layer_in))
+            w_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
+            setattr(self, f"weight_ih_l{layer}", w_ih)
+            setattr(self, f"weight_hh_l{layer}", w_hh)
+            biases = []
+            if bias:
+                biases = [nn.Parameter(torch.empty(4 * hidden_size)) for _ in range(2)]
+                setattr(self, f"bias_ih_l{layer}", biases[0])
+                setattr(self, f"bias_hh_l{layer}", biases[1])
+            init_lstm_parameters_([w_ih, w_hh], biases, layer_in, hidden_size, init)
+
+    def layer_parameters(self, layer: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        get = lambda name: getattr(self, f"{name}_l{layer}", None)  # noqa: E731
+        return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh")
+
+    def forward(
+        self, x: Tensor, state: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        if x.dim() != 3 or x.shape[-1] != self.input_size:
+            raise ValueError(f"expected input [T, B, {self.input_size}], got {list(x.shape)}")
+        if state is None:
+            zeros = x.new_zeros(self.num_layers, x.shape[1], self.hidden_size)
+            state = (zeros, zeros)
+        h0, c0 = state
+        layer_input = x
+        h_n, c_n = [], []
+        for layer in range(self.num_layers):
+            params = self.layer_parameters(layer)
+            h, c = h0[layer], c0[layer]
+            outputs = []
+            for x_t in layer_input.unbind(0):
+                h, c, _ = spiking_lstm_step(x_t, h, c, *params, self.spike)
+                outputs.append(h)
+            layer_input = torch.stack(outputs)
+            h_n.append(h)
+            c_n.append(c)
+        return layer_input, (torch.stack(h_n), torch.stack(c_n))
+
+    def extra_repr(self) -> str:
+        p = self.spike
+        return (
+            f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+            f"theta1={p.theta1}, theta2={p.theta2}, surrogate={p.gate.name}, "
+            f"alpha1={p.gate.width}, alpha2={p.candidate.width}, cell_grad={p.cell_grad}"
+        )
+
+
+def _check_sizes(input_size: int, hidden_size: int, num_layers: int) -> None:
+    for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+        if not (isinstance(value, int) and value > 0):
+            raise UserError(f"{name} must be a positive integer, got {value}")

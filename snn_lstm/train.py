@@ -1,0 +1,263 @@
+"""`snnlstm train`: config -> task -> model -> loop -> MLflow and checkpoints.
+
+    snnlstm train                                   # the sine task, spiking LSTM
+    snnlstm train model=lstm trainer.steps=2000     # plain LSTM baseline
+    snnlstm train -m seed=0,1,2                     # a sweep, one MLflow run per job
+    snnlstm train resume=true                       # continue the newest run of the task
+
+Everything random is seeded: on the CPU the same command gives the same
+weights, also when a run is stopped and resumed (`last.pt` holds the optimizer,
+the step and the generator states; batches depend only on the step).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from snn_lstm.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from snn_lstm.config import CONFIG_PATH, instantiate, to_plain
+from snn_lstm.errors import UserError, reports_user_errors, run_reporting_errors
+from snn_lstm.models import build_model, model_args
+from snn_lstm.tasks import build_task
+from snn_lstm.tasks.base import Task
+from snn_lstm.tracking import Tracker, flatten, make_tracker
+
+log = logging.getLogger("snnlstm.train")
+
+# Parts of the config that define what is being trained: a resumed run must
+# match its checkpoint on these (it may change steps, logging, device, ...).
+RECIPE_KEYS = ("task", "model", "surrogate", "optimizer", "seed")
+RECIPE_TRAINER_KEYS = ("batch_size", "grad_clip")
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("trainer.device=cuda but no CUDA GPU is visible: use trainer.device=cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise UserError(f"trainer.device must be cpu, cuda or auto, got '{name}'")
+    return torch.device(name)
+
+
+def setup_torch(threads: int | None) -> None:
+    # The Gaussian surrogate underflows to subnormal floats far from threshold;
+    # x86 CPUs compute on subnormals up to 100x slower, and they are 0 for our purposes.
+    torch.set_flush_denormal(True)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def check_trainer(trainer: dict[str, Any]) -> None:
+    for key in ("steps", "batch_size", "eval_every", "log_every"):
+        if trainer[key] <= 0:
+            raise UserError(f"trainer.{key} must be a positive integer, got {trainer[key]}")
+    if trainer["grad_clip"] is not None and not trainer["grad_clip"] > 0:
+        raise UserError(f"trainer.grad_clip must be positive or null, got {trainer['grad_clip']}")
+    if trainer["threads"] is not None and trainer["threads"] <= 0:
+        raise UserError(f"trainer.threads must be a positive integer or null, got {trainer['threads']}")
+
+
+def recipe_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two resolved configs' recipes."""
+    old = flatten({k: saved.get(k) for k in RECIPE_KEYS})
+    new = flatten({k: current.get(k) for k in RECIPE_KEYS})
+    for key in RECIPE_TRAINER_KEYS:
+        old[f"trainer.{key}"] = str(saved["trainer"].get(key))
+        new[f"trainer.{key}"] = str(current["trainer"].get(key))
+    return [f"{k}: {old.get(k)} -> {new.get(k)}" for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+
+
+def evaluate_split(task: Task, model: torch.nn.Module, split: str, device: torch.device) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    metrics = task.evaluate(model, split, device)
+    model.train(was_training)
+    return {f"{split}/{name}": value for name, value in metrics.items()}
+
+
+def train(cfg: DictConfig, out_dir: Path) -> float:
+    """Train as `cfg` says, writing into `out_dir`; returns the best validation
+    value of the task's monitor metric (what a sweeper optimises)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = to_plain(cfg)
+    trainer = config["trainer"]
+    check_trainer(trainer)
+    device = select_device(trainer["device"])
+    setup_torch(trainer["threads"])
+    torch.manual_seed(config["seed"])
+    random.seed(config["seed"])
+
+    task = build_task(
+        config["task"], data_dir=config["paths"]["data_dir"], seed=config["seed"], eval_limit=trainer["eval_limit"]
+    )
+    args = model_args(config["model"], config["surrogate"], task.input_size, task.output_size, task.readout)
+    model = build_model(**args).to(device)
+    optimizer = instantiate(cfg.optimizer, "optimizer", params=model.parameters())
+
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    start_step, best, run_id = 0, {"metric": f"val/{task.monitor}", "value": None, "step": None}, None
+    if config["resume"]:
+        if not last_path.exists():
+            raise UserError(
+                f"resume=true but there is no checkpoint to resume in {out_dir}: "
+                "drop resume=true to start a new run, or pass run_name=<folder> of the run to continue"
+            )
+        checkpoint = load_checkpoint(last_path)
+        differences = recipe_differences(checkpoint["config"], config)
+        if differences:
+            raise UserError(f"cannot resume {last_path}: the config differs from the checkpoint's ({'; '.join(differences)})")
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        task.load_state_dict(checkpoint["task_state"])
+        restore_rng_states(checkpoint["rng"])
+        start_step, best = checkpoint["step"], checkpoint["best"]
+        run_id = (checkpoint.get("tracking") or {}).get("run_id")
+        log.info("resuming %s at step %d", last_path, start_step)
+
+    tracker = make_tracker(
+        config["tracking"]["backend"],
+        config["tracking"]["uri"],
+        config["tracking"]["experiment"],
+        config["paths"]["run_dir"],
+        run_id=run_id,
+        run_name=f"{task.name}-{config['model']['name']}-seed{config['seed']}",
+        tags={"task": task.name, "model": config["model"]["name"], "seed": config["seed"], **config["tags"]},
+    )
+    try:
+        best_value = _train_loop(cfg, config, task, model, optimizer, device, tracker, start_step, best, out_dir)
+    except KeyboardInterrupt:
+        tracker.finish("KILLED")
+        raise
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    tracker.finish("FINISHED")
+    log.info("checkpoints: %s and %s", last_path, best_path)
+    log.info("tracking: %s", tracker.describe())
+    return best_value
+
+
+def _train_loop(
+    cfg: DictConfig,
+    config: dict[str, Any],
+    task: Task,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    tracker: Tracker,
+    start_step: int,
+    best: dict[str, Any],
+    out_dir: Path,
+) -> float:
+    trainer = config["trainer"]
+    steps = trainer["steps"]
+    resolved_yaml = out_dir / "config_resolved.yaml"
+    resolved_yaml.write_text(OmegaConf.to_yaml(config))
+    if start_step == 0:
+        tracker.log_params(flatten(config))
+        tracker.log_artifact(resolved_yaml)
+        hydra_dir = out_dir / ".hydra"
+        if hydra_dir.is_dir():
+            tracker.log_artifacts(hydra_dir, "hydra")
+        tracker.set_tags({"run_dir": str(out_dir)})
+        task.after_update(0, model)
+    else:
+        tracker.set_tags({"resumed_from_step": start_step})
+
+    def checkpoint(path: Path, step: int, metrics: dict[str, float]) -> None:
+        save_checkpoint(
+            {
+                "config": config,
+                "model_args": model_args(config["model"], config["surrogate"], task.input_size, task.output_size, task.readout),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "step": step,
+                "rng": rng_states(),
+                "task_state": task.state_dict(),
+                "best": best,
+                "metrics": metrics,
+                "tracking": {"uri": tracker.uri, "run_id": tracker.run_id} if tracker.run_id else None,
+            },
+            path,
+        )
+
+    model.train()
+    running_loss, running_count, tic = 0.0, 0, time.perf_counter()
+    progress = tqdm(range(start_step, steps), initial=start_step, total=steps, disable=not trainer["progress"], desc="train")
+    metrics: dict[str, float] = {}
+    for step in progress:
+        x, y = task.train_batch(step, trainer["batch_size"])
+        output, _ = model(x.to(device))
+        loss = task.loss(output, y.to(device))
+        if not torch.isfinite(loss):
+            raise UserError(
+                f"the loss became {loss.item()} at step {step}: lower optimizer.lr or set trainer.grad_clip "
+                f"(the last good checkpoint is {out_dir / 'last.pt'})"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if trainer["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), trainer["grad_clip"])
+        optimizer.step()
+        done = step + 1
+        task.after_update(done, model)
+        running_loss, running_count = running_loss + loss.item(), running_count + 1
+
+        if done % trainer["log_every"] == 0 or done == steps:
+            elapsed = time.perf_counter() - tic
+            metrics = {"train/loss": running_loss / running_count, "train/step_time_s": elapsed / running_count}
+            tracker.log_metrics(metrics, done)
+            progress.set_postfix(loss=f"{metrics['train/loss']:.4g}")
+            running_loss, running_count, tic = 0.0, 0, time.perf_counter()
+
+        if done % trainer["eval_every"] == 0 or done == steps:
+            metrics = evaluate_split(task, model, "val", device)
+            tracker.log_metrics(metrics, done)
+            log.info("step %d: %s", done, _format(metrics))
+            value = metrics[best["metric"]]
+            if task.is_better(value, best["value"]):
+                best = {"metric": best["metric"], "value": value, "step": done}
+                checkpoint(out_dir / "best.pt", done, metrics)
+            checkpoint(out_dir / "last.pt", done, metrics)
+
+    test_metrics = evaluate_split(task, model, "test", device)
+    tracker.log_metrics(test_metrics, steps)
+    log.info("test (step %d): %s", steps, _format(test_metrics))
+    checkpoint(out_dir / "last.pt", steps, test_metrics)
+
+    for figure in task.write_figures(out_dir / "figures"):
+        tracker.log_artifact(figure, "figures")
+        log.info("figure: %s", figure)
+    for name in ("last.pt", "best.pt"):
+        if (out_dir / name).exists():
+            tracker.log_artifact(out_dir / name, "checkpoints")
+    return best["value"]
+
+
+def _format(metrics: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.6g}" for k, v in metrics.items())
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
+@reports_user_errors("train")
+def hydra_app(cfg: DictConfig) -> float:
+    return train(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+def main() -> None:
+    run_reporting_errors("train", hydra_app)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""The spiking LSTM against SPEC section 1: values by hand, gradients by the
+spec's backward-through-time formulas, binary states, clamping, parameters."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from snn_lstm.errors import UserError
+from snn_lstm.spiking import SpikingLSTM, SpikingLSTMCell
+from snn_lstm.spiking.lstm import SpikeParams, spiking_lstm_step
+from snn_lstm.spiking.surrogate import Surrogate
+
+
+def gaussian(u, alpha):
+    return torch.exp(-u * u / alpha) / math.sqrt(math.pi * alpha)
+
+
+def params(cell_grad="straight_through", theta1=0.1, theta2=0.1, alpha1=4.0, alpha2=0.3):
+    return SpikeParams(theta1, theta2, Surrogate("gaussian", alpha1), Surrogate("gaussian", alpha2), cell_grad)
+
+
+def test_two_steps_by_hand():
+    """I = H = 1. Step 1 opens i, g, o with f shut: c = h = 1. Step 2 opens i, f, g
+    (s = 2, clamped to c = 1) and shuts o (h = 0)."""
+    w_ih = torch.tensor([[0.5], [0.05], [0.5], [0.5]])  # rows: i, f, g, o
+    w_hh = torch.tensor([[0.0], [0.5], [0.0], [-0.45]])
+    zero_bias = torch.zeros(4)
+    x = torch.ones(1, 1)
+    h, c = torch.zeros(1, 1), torch.zeros(1, 1)
+
+    h, c, (i, f, g, o) = spiking_lstm_step(x, h, c, w_ih, w_hh, zero_bias, zero_bias, params())
+    # a = (0.5, 0.05, 0.5, 0.5) against theta = 0.1
+    assert [i.item(), f.item(), g.item(), o.item(), c.item(), h.item()] == [1, 0, 1, 1, 1, 1]
+
+    h, c, (i, f, g, o) = spiking_lstm_step(x, h, c, w_ih, w_hh, zero_bias, zero_bias, params())
+    # a = (0.5, 0.55, 0.5, 0.05): s = f c + i g = 2 -> c = 1; o shut -> h = 0
+    assert [i.item(), f.item(), g.item(), o.item(), c.item(), h.item()] == [1, 1, 1, 0, 1, 0]
+
+
+def test_threshold_tie_does_not_spike():
+    w_ih = torch.tensor([[0.1], [0.1], [0.1], [0.1]])  # a - theta == 0 exactly for every gate
+    zero = torch.zeros(4)
+    h, c, gates = spiking_lstm_step(
+        torch.ones(1, 1), torch.zeros(1, 1), torch.zeros(1, 1), w_ih, torch.zeros(4, 1), zero, zero, params()
+    )
+    assert all(gate.item() == 0 for gate in gates) and h.item() == 0 and c.item() == 0
+
+
+@pytest.mark.parametrize("cell_grad", ["straight_through", "surrogate"])
+def test_every_state_is_binary_and_c_is_clamped(cell_grad):
+    torch.manual_seed(0)
+    layer = SpikingLSTM(8, 32, 2, cell_grad=cell_grad, init="normal")
+    with torch.no_grad():
+        layer.bias_hh_l0.fill_(1.0)  # keep f, i, g open often, so s = 2 happens
+    x = (torch.rand(50, 16, 8) < 0.5).float()
+    p = layer.spike
+    h, c = torch.zeros(16, 32), torch.zeros(16, 32)
+    clamped = 0
+    for x_t in x:
+        f_c_prev = c
+        h, c, (i, f, g, o) = spiking_lstm_step(x_t, h, c, *layer.layer_parameters(0), p)
+        for tensor in (i, f, g, o, c, h):
+            assert set(tensor.unique().tolist()) <= {0.0, 1.0}
+        s = f * f_c_prev + i * g
+        clamped += int((s == 2).sum())
+        assert torch.equal(c, s.clamp(max=1))
+    assert clamped > 0
+    output, (h_n, c_n) = layer(x)
+    assert set(output.unique().tolist()) <= {0.0, 1.0}
+    assert set(c_n.unique().tolist()) <= {0.0, 1.0}
+
+
+def reference_bptt(x, h0, c0, w_ih, w_hh, b_ih, b_hh, upstream, cell_grad, theta1, theta2, alpha1, alpha2):
+    """SPEC section 1 written out: forward, then dL/ds_t = [g_a1(s_t - theta1) *]
+    (o_t dL/dh_t + f_{t+1} dL/ds_{t+1}) and the gate derivatives, by hand."""
+    T = x.shape[0]
+    hs, cs, cache = [h0], [c0], []
+    for t in range(T):
+        a = x[t] @ w_ih.T + b_ih + hs[-1] @ w_hh.T + b_hh
+        a_i, a_f, a_g, a_o = a.chunk(4, dim=1)
+        i, f, o = [(v - theta1 > 0).double() for v in (a_i, a_f, a_o)]
+        g = (a_g - theta2 > 0).double()
+        s = f * cs[-1] + i * g
+        c = s.clamp(max=1.0)
+        cs.append(c)
+        hs.append(o * c)
+        cache.append((a_i, a_f, a_g, a_o, i, f, g, o, s))
+    grads = {k: torch.zeros_like(v) for k, v in (("w_ih", w_ih), ("w_hh", w_hh), ("b_ih", b_ih))}
+    dx = torch.zeros_like(x)
+    dh_next = torch.zeros_like(h0)  # W_hh^T da_{t+1}
+    ds_next = torch.zeros_like(c0)  # dL/ds_{t+1}
+    f_next = torch.zeros_like(c0)
+    for t in reversed(range(T)):
+        a_i, a_f, a_g, a_o, i, f, g, o, s = cache[t]
+        dh = upstream[t] + dh_next
+        dc = o * dh + f_next * ds_next
+        ds = dc if cell_grad == "straight_through" else gaussian(s - theta1, alpha1) * dc
+        da_i = ds * g * gaussian(a_i - theta1, alpha1)
+        da_f = ds * cs[t] * gaussian(a_f - theta1, alpha1)
+        da_g = ds * i * gaussian(a_g - theta2, alpha2)
+        da_o = dh * cs[t + 1] * gaussian(a_o - theta1, alpha1)
+        da = torch.cat([da_i, da_f, da_g, da_o], dim=1)
+        grads["w_ih"] += da.T @ x[t]
+        grads["w_hh"] += da.T @ hs[t]
+        grads["b_ih"] += da.sum(0)
+        dx[t] = da @ w_ih
+        dh_next = da @ w_hh
+        ds_next, f_next = ds, f
+    grads["x"], grads["h0"], grads["c0"] = dx, dh_next, f_next * ds_next
+    return torch.stack(hs[1:]), grads
+
+
+@pytest.mark.parametrize("cell_grad", ["straight_through", "surrogate"])
+def test_autograd_equals_the_spec_backward(cell_grad):
+    torch.manual_seed(1)
+    T, B, I, H = 12, 5, 6, 7
+    layer = SpikingLSTM(I, H, cell_grad=cell_grad, init="normal").double()
+    with torch.no_grad():
+        layer.bias_ih_l0.normal_(0, 0.5)
+        layer.bias_hh_l0.normal_(0, 0.5)
+    x = (torch.rand(T, B, I, dtype=torch.float64) < 0.5).double().requires_grad_()
+    h0 = (torch.rand(B, H, dtype=torch.float64) < 0.5).double().requires_grad_()
+    c0 = (torch.rand(B, H, dtype=torch.float64) < 0.5).double().requires_grad_()
+    upstream = torch.randn(T, B, H, dtype=torch.float64)
+
+    output, _ = layer(x, (h0.unsqueeze(0), c0.unsqueeze(0)))
+    (output * upstream).sum().backward()
+
+    w_ih, w_hh, b_ih, b_hh = (t.detach() for t in layer.layer_parameters(0))
+    ref_out, ref = reference_bptt(
+        x.detach(), h0.detach(), c0.detach(), w_ih, w_hh, b_ih, b_hh, upstream, cell_grad, 0.1, 0.1, 4.0, 0.3
+    )
+    assert torch.equal(output.detach(), ref_out)
+    assert ref["w_ih"].abs().sum() > 0  # the example exercises the surrogates
+    torch.testing.assert_close(layer.weight_ih_l0.grad, ref["w_ih"])
+    torch.testing.assert_close(layer.weight_hh_l0.grad, ref["w_hh"])
+    torch.testing.assert_close(layer.bias_ih_l0.grad, ref["b_ih"])
+    torch.testing.assert_close(layer.bias_hh_l0.grad, ref["b_ih"])
+    torch.testing.assert_close(x.grad, ref["x"])
+    torch.testing.assert_close(h0.grad, ref["h0"])
+    torch.testing.assert_close(c0.grad, ref["c0"])
+
+
+@pytest.mark.parametrize("surrogate", ["gaussian", "piecewise_linear", "fast_sigmoid", "atan", "straight_through"])
+@pytest.mark.parametrize("cell_grad", ["straight_through", "surrogate"])
+def test_gradients_reach_every_parameter(surrogate, cell_grad):
+    torch.manual_seed(2)
+    layer = SpikingLSTM(5, 16, 3, surrogate=surrogate, alpha1=2.0, alpha2=1.0, cell_grad=cell_grad, init="normal")
+    x = (torch.rand(20, 8, 5) < 0.5).float()
+    output, (h_n, c_n) = layer(x)
+    (output.sum() + c_n.sum()).backward()
+    for name, parameter in layer.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_parameter_names_match_nn_lstm():
+    lstm = nn.LSTM(3, 4, 2)
+    slstm = SpikingLSTM(3, 4, 2)
+    assert [n for n, _ in slstm.named_parameters()] == [n for n, _ in lstm.named_parameters()]
+    slstm.load_state_dict(lstm.state_dict())
+    assert torch.equal(slstm.weight_hh_l1, lstm.weight_hh_l1)
+
+
+def test_cell_equals_one_layer_sequence():
+    torch.manual_seed(3)
+    layer = SpikingLSTM(4, 6, init="normal")
+    cell = SpikingLSTMCell(4, 6, layer.spike)
+    cell.load_state_dict({k[: -len("_l0")]: v for k, v in layer.state_dict().items()})
+    x = (torch.rand(9, 2, 4) < 0.5).float()
+    state = None
+    outputs = []
+    for x_t in x:
+        state = cell(x_t, state)
+        outputs.append(state[0])
+    assert torch.equal(torch.stack(outputs), layer(x)[0])
+
+
+def test_initialisations():
+    torch.manual_seed(4)
+    he = SpikingLSTM(300, 200, init="he")
+    assert he.weight_ih_l0.std().item() == pytest.approx(math.sqrt(2 / 500), rel=0.02)
+    assert he.bias_ih_l0.abs().sum() == 0 and he.bias_hh_l0.abs().sum() == 0
+    normal = SpikingLSTM(300, 200, init="normal")
+    assert normal.weight_hh_l0.std().item() == pytest.approx(1.0, rel=0.02)
+    pytorch = SpikingLSTM(300, 200, init="pytorch")
+    bound = 1 / math.sqrt(200)
+    assert pytorch.weight_ih_l0.abs().max() <= bound and pytorch.bias_ih_l0.abs().max() > 0.9 * bound
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"theta1": 1.0}, "theta1"),
+        ({"theta2": -0.1}, "theta2"),
+        ({"cell_grad": "clip"}, "cell_grad"),
+        ({"init": "xavier"}, "init"),
+        ({"alpha2": 0.0}, "positive"),
+        ({"surrogate": "relu"}, "unknown surrogate"),
+    ],
+)
+def test_bad_options_are_user_errors(kwargs, message):
+    with pytest.raises(UserError, match=message):
+        SpikingLSTM(2, 3, **kwargs)
+
+
+def test_bad_sizes_are_user_errors():
+    with pytest.raises(UserError, match="hidden_size"):
+        SpikingLSTM(2, 0)
