@@ -10,6 +10,7 @@ import sys
 VERBS = {
     "train": ("snn_lstm.train", "train a model (Hydra app: snnlstm train task=... model=...)"),
     "evaluate": ("snn_lstm.evaluate", "evaluate a checkpoint on a split (snnlstm evaluate ckpt=PATH)"),
+    "bench": ("snn_lstm.bench", "time the spiking LSTM against torch.nn.LSTM (speed, memory)"),
 }
 
 USAGE = "usage: snnlstm VERB [HYDRA ARGS...]\n\nverbs:\n" + "\n".join(

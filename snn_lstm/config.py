@@ -48,6 +48,7 @@ class SpikingLSTMConfig:
     theta2: float = 0.1
     cell_grad: str = "straight_through"
     init: str = "he"
+    engine: str = "auto"  # auto (fused, C++ on CPU), cpp, torch (fused, any device), reference
 
 
 @dataclass
@@ -123,10 +124,31 @@ class EvaluateConfig:
     paths: PathsConfig = MISSING
 
 
+@dataclass
+class BenchShape:
+    steps: int = MISSING
+    batch: int = MISSING
+    input: int = MISSING
+    hidden: int = MISSING
+
+
+@dataclass
+class BenchConfig:
+    device: str = "cpu"
+    threads: Optional[int] = None
+    repeats: int = 10
+    warmup: int = 3
+    engines: List[str] = field(default_factory=lambda: ["auto"])
+    shapes: Dict[str, BenchShape] = field(default_factory=dict)
+    tracking: TrackingConfig = MISSING
+    paths: PathsConfig = MISSING
+
+
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="schema_train", node=TrainConfig)
     cs.store(name="schema_evaluate", node=EvaluateConfig)
+    cs.store(name="schema_bench", node=BenchConfig)
     for group, name, node in (
         ("task", "sine", SineTaskConfig),
         ("model", "slstm", SpikingLSTMConfig),

@@ -69,6 +69,7 @@ def build_model(
             alpha2=surrogate["alpha2"],
             cell_grad=model["cell_grad"],
             init=model["init"],
+            engine=model["engine"],
         )
     elif name == "lstm":
         for key, value in (("hidden_size", hidden_size), ("num_layers", num_layers)):

@@ -112,11 +112,12 @@ def reference_bptt(x, h0, c0, w_ih, w_hh, b_ih, b_hh, upstream, cell_grad, theta
     return torch.stack(hs[1:]), grads
 
 
+@pytest.mark.parametrize("engine", ["reference", "auto"])
 @pytest.mark.parametrize("cell_grad", ["straight_through", "surrogate"])
-def test_autograd_equals_the_spec_backward(cell_grad):
+def test_gradients_equal_the_spec_backward(cell_grad, engine):
     torch.manual_seed(1)
     T, B, I, H = 12, 5, 6, 7
-    layer = SpikingLSTM(I, H, cell_grad=cell_grad, init="normal").double()
+    layer = SpikingLSTM(I, H, cell_grad=cell_grad, init="normal", engine=engine).double()
     with torch.no_grad():
         layer.bias_ih_l0.normal_(0, 0.5)
         layer.bias_hh_l0.normal_(0, 0.5)
@@ -203,6 +204,11 @@ def test_initialisations():
 def test_bad_options_are_user_errors(kwargs, message):
     with pytest.raises(UserError, match=message):
         SpikingLSTM(2, 3, **kwargs)
+
+
+def test_unknown_engine_is_a_user_error():
+    with pytest.raises(UserError, match="engine"):
+        SpikingLSTM(2, 3, engine="fastest")
 
 
 def test_bad_sizes_are_user_errors():

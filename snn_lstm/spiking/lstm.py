@@ -33,10 +33,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from snn_lstm.errors import UserError
+from snn_lstm.spiking.fused import spiking_lstm_layer
 from snn_lstm.spiking.surrogate import Surrogate
 
 CELL_GRADS = ("straight_through", "surrogate")
 INITS = ("he", "normal", "pytorch")
+# "reference": the step function under autograd, one graph node per op and step;
+# the others run one fused autograd function per layer (fused.py).
+ENGINES = ("auto", "cpp", "torch", "reference")
 
 
 @dataclass(frozen=True)
@@ -161,9 +165,13 @@ class SpikingLSTM(nn.Module):
         cell_grad: str = "straight_through",
         init: str = "he",
         bias: bool = True,
+        engine: str = "auto",
     ):
         super().__init__()
         _check_sizes(input_size, hidden_size, num_layers)
+        if engine not in ENGINES:
+            raise UserError(f"model.engine must be one of {', '.join(ENGINES)}, got '{engine}'")
+        self.engine = engine
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.spike = SpikeParams(
             theta1, theta2, Surrogate(surrogate, alpha1), Surrogate(surrogate, alpha2), cell_grad
@@ -191,6 +199,7 @@ class SpikingLSTM(nn.Module):
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         if x.dim() != 3 or x.shape[-1] != self.input_size:
             raise ValueError(f"expected input [T, B, {self.input_size}], got {list(x.shape)}")
+        given_state = state is not None
         if state is None:
             zeros = x.new_zeros(self.num_layers, x.shape[1], self.hidden_size)
             state = (zeros, zeros)
@@ -199,22 +208,29 @@ class SpikingLSTM(nn.Module):
         h_n, c_n = [], []
         for layer in range(self.num_layers):
             params = self.layer_parameters(layer)
-            h, c = h0[layer], c0[layer]
-            outputs = []
-            for x_t in layer_input.unbind(0):
-                h, c, _ = spiking_lstm_step(x_t, h, c, *params, self.spike)
-                outputs.append(h)
-            layer_input = torch.stack(outputs)
-            h_n.append(h)
+            if self.engine == "reference":
+                layer_input, c = self._reference_layer(layer_input, h0[layer], c0[layer], params)
+            else:
+                layer_input, c = spiking_lstm_layer(
+                    layer_input, h0[layer], c0[layer], *params, self.spike, self.engine, check_state=given_state
+                )
+            h_n.append(layer_input[-1])
             c_n.append(c)
         return layer_input, (torch.stack(h_n), torch.stack(c_n))
+
+    def _reference_layer(self, x: Tensor, h: Tensor, c: Tensor, params) -> tuple[Tensor, Tensor]:
+        outputs = []
+        for x_t in x.unbind(0):
+            h, c, _ = spiking_lstm_step(x_t, h, c, *params, self.spike)
+            outputs.append(h)
+        return torch.stack(outputs), c
 
     def extra_repr(self) -> str:
         p = self.spike
         return (
             f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
             f"theta1={p.theta1}, theta2={p.theta2}, surrogate={p.gate.name}, "
-            f"alpha1={p.gate.width}, alpha2={p.candidate.width}, cell_grad={p.cell_grad}"
+            f"alpha1={p.gate.width}, alpha2={p.candidate.width}, cell_grad={p.cell_grad}, engine={self.engine}"
         )
 
 

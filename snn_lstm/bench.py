@@ -1,0 +1,195 @@
+"""`snnlstm bench`: our spiking LSTM against torch.nn.LSTM, same shapes, one process.
+
+For each shape (sequential MNIST, pixel MNIST, character LM by default) it times
+    inference   forward under torch.no_grad()
+    training    forward + backward of sum(output)
+as medians over `repeats` runs after `warmup`, and measures the memory held for
+backward: the bytes of every tensor autograd saves between forward and backward
+(counted once per storage). On CUDA it also reports the peak allocated memory.
+Prints a table with the ratio to nn.LSTM, writes it to bench.md in the run folder
+and logs it to MLflow.
+
+    snnlstm bench                                  # default shapes, CPU
+    snnlstm bench device=cuda                      # on a GPU
+    snnlstm bench 'engines=[auto,torch,reference]' repeats=5
+    snnlstm bench '~shapes' '+shapes={mine: {steps: 50, batch: 16, input: 10, hidden: 64}}'
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from snn_lstm.config import CONFIG_PATH
+from snn_lstm.errors import UserError, reports_user_errors, run_reporting_errors
+from snn_lstm.spiking import SpikingLSTM
+from snn_lstm.spiking.fused import resolve_engine
+from snn_lstm.tracking import make_tracker
+from snn_lstm.train import select_device, setup_torch
+
+log = logging.getLogger("snnlstm.bench")
+
+
+def saved_for_backward_bytes(forward: Callable[[], object]) -> int:
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        output = forward()
+    del output
+    return sum(storages.values())
+
+
+def interleaved_medians_ms(
+    runs: dict[str, Callable[[], object]], repeats: int, warmup: int, device: torch.device
+) -> dict[str, float]:
+    """Median wall time of each run, the runs taken in turn (A, B, A, B, ...) so
+    that a slow spell of a shared machine hits all of them alike."""
+
+    def timed(run: Callable[[], object]) -> float:
+        start = time.perf_counter()
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    for run in runs.values():
+        for _ in range(warmup):
+            timed(run)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            times[name].append(timed(run))
+    return {name: 1e3 * statistics.median(values) for name, values in times.items()}
+
+
+def peak_cuda_mb(run: Callable[[], object], device: torch.device) -> float:
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    run()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated(device) - base) / 1e6
+
+
+def run_benchmark(cfg: DictConfig, device: torch.device) -> list[dict]:
+    rows = []
+    for shape_name, shape in cfg.shapes.items():
+        steps, batch, inputs, hidden = shape.steps, shape.batch, shape.input, shape.hidden
+        if min(steps, batch, inputs, hidden) <= 0:
+            raise UserError(f"shapes.{shape_name}: steps, batch, input and hidden must be positive")
+        generator = torch.Generator().manual_seed(0)
+        x = (torch.rand(steps, batch, inputs, generator=generator) < 0.5).float().to(device)
+        torch.manual_seed(0)
+        models = {"nn.LSTM": torch.nn.LSTM(inputs, hidden)}
+        for engine in cfg.engines:
+            label = engine if engine == "reference" else f"{engine}->{resolve_engine(engine, device)}"
+            models[f"slstm[{label}]"] = SpikingLSTM(inputs, hidden, engine=engine)
+        for model in models.values():
+            model.to(device)
+        log.info("timing %s at %s (T=%d, B=%d, I=%d, H=%d)", ", ".join(models), shape_name, steps, batch, inputs, hidden)
+
+        def inference(model):
+            with torch.no_grad():
+                model(x)
+
+        def training(model):
+            output, _ = model(x)
+            output.sum().backward()
+
+        inference_ms = interleaved_medians_ms(
+            {name: (lambda m=model: inference(m)) for name, model in models.items()}, cfg.repeats, cfg.warmup, device
+        )
+        train_ms = interleaved_medians_ms(
+            {name: (lambda m=model: training(m)) for name, model in models.items()}, cfg.repeats, cfg.warmup, device
+        )
+        shape_rows = []
+        for name, model in models.items():
+            row = {
+                "shape": shape_name,
+                "model": name,
+                "inference_ms": inference_ms[name],
+                "train_ms": train_ms[name],
+                "saved_mb": saved_for_backward_bytes(lambda: model(x)) / 1e6,
+            }
+            if device.type == "cuda":
+                row["peak_mb"] = peak_cuda_mb(lambda: training(model), device)
+            shape_rows.append(row)
+        baseline = shape_rows[0]
+        for row in shape_rows:
+            row["inference_ratio"] = row["inference_ms"] / baseline["inference_ms"]
+            row["train_ratio"] = row["train_ms"] / baseline["train_ms"]
+            row["saved_ratio"] = row["saved_mb"] / baseline["saved_mb"]
+        rows.extend(shape_rows)
+    return rows
+
+
+def markdown_table(rows: list[dict], device: torch.device) -> str:
+    peak = device.type == "cuda"
+    header = "| shape | model | inference ms | x nn.LSTM | train fwd+bwd ms | x nn.LSTM | saved for backward MB | x nn.LSTM |"
+    header += " peak MB |" if peak else ""
+    lines = [header, "|" + " --- |" * (9 if peak else 8)]
+    for r in rows:
+        line = (
+            f"| {r['shape']} | {r['model']} | {r['inference_ms']:.2f} | {r['inference_ratio']:.2f} | "
+            f"{r['train_ms']:.2f} | {r['train_ratio']:.2f} | {r['saved_mb']:.1f} | {r['saved_ratio']:.2f} |"
+        )
+        lines.append(line + (f" {r['peak_mb']:.1f} |" if peak else ""))
+    return "\n".join(lines)
+
+
+def bench(cfg: DictConfig, out_dir: Path) -> list[dict]:
+    if cfg.repeats <= 0 or cfg.warmup < 0:
+        raise UserError(f"repeats must be positive and warmup not negative, got {cfg.repeats} and {cfg.warmup}")
+    device = select_device(cfg.device)
+    setup_torch(cfg.threads)
+    rows = run_benchmark(cfg, device)
+    machine = f"{device.type}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    if device.type == "cuda":
+        machine += f", {torch.cuda.get_device_name(device)}"
+    else:
+        machine += f", CPU capability {torch.backends.cpu.get_cpu_capability()}"
+    table = markdown_table(rows, device)
+    print(f"\n{machine}\n\n{table}\n")
+    report = out_dir / "bench.md"
+    report.write_text(f"# snnlstm bench\n\n{machine}\n\n{table}\n")
+
+    tracker = make_tracker(
+        cfg.tracking.backend, cfg.tracking.uri, cfg.tracking.experiment, cfg.paths.run_dir,
+        run_name=f"bench-{device.type}", tags={"verb": "bench", "device": device.type},
+    )
+    tracker.log_params({"device": device.type, "threads": torch.get_num_threads(), "torch": torch.__version__,
+                        **{f"shapes.{k}": str(dict(v)) for k, v in cfg.shapes.items()}})
+    for row in rows:
+        prefix = f"bench/{row['shape']}/{row['model']}".replace("[", "_").replace("]", "").replace("->", "_")
+        tracker.log_metrics({f"{prefix}/{k}": v for k, v in row.items() if isinstance(v, float)}, 0)
+    tracker.log_artifact(report)
+    tracker.finish()
+    log.info("table written to %s; %s", report, tracker.describe())
+    return rows
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="bench")
+@reports_user_errors("bench")
+def hydra_app(cfg: DictConfig) -> None:
+    bench(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+def main() -> None:
+    run_reporting_errors("bench", hydra_app)
+
+
+if __name__ == "__main__":
+    main()

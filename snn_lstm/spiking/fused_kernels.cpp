@@ -1,0 +1,295 @@
+// The time loops of the fused spiking LSTM layer on the CPU (see fused.py).
+//
+// Matrix products go to ATen (oneDNN/MKL); the per-step elementwise work (spikes,
+// cell update, bit packing and the surrogate derivatives in the forward; the
+// surrogate products in the backward) runs here, in one vectorisable pass over the
+// step's [B, 4H] block instead of a dozen separate tensor operations.
+//
+// Layout: pre-activations a[b, k*H + j] for gate k in (i, f, g, o). A step's binary
+// state is packed one byte per unit: bit 0 i, 1 f, 2 g, 3 o, 4 c.
+//
+// Built with -fno-math-errno -fno-trapping-math (as PyTorch itself is), without
+// which GCC keeps branches and library calls and vectorises none of the loops.
+
+#include <torch/extension.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+constexpr uint8_t BIT_I = 1, BIT_F = 2, BIT_G = 4, BIT_O = 8, BIT_C = 16;
+
+// Surrogate families, numbered as SURROGATE_IDS in fused.py.
+enum Family : int { GAUSSIAN = 0, PIECEWISE_LINEAR = 1, FAST_SIGMOID = 2, ATAN = 3, STRAIGHT_THROUGH = 4 };
+
+// exp(x) for float, written so that the compiler vectorises it (std::exp is a
+// library call it cannot): Cody-Waite reduction x = n ln2 + r, a degree-6
+// polynomial for e^r (Cephes expf, error about 1 ulp), scaling by 2^n via the
+// exponent bits. Inputs below -87 give 0.
+inline float exp_vec(float x) {
+  const bool tiny = x < -87.0f;
+  x = x < -87.0f ? -87.0f : x;  // ternaries, not fmin/fmax: those stay library calls
+  x = x > 88.0f ? 88.0f : x;
+  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  float r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  const float z = r * r;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * z + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return tiny ? 0.0f : p * scale;
+}
+inline double exp_vec(double x) { return std::exp(x); }  // float64 is for checks, not speed
+
+// g_a(u), the same formulas as surrogate.py, with the width's constants
+// precomputed so the inner loops hold only multiplies, one division at most and exp.
+template <typename scalar_t>
+struct Surrogate {
+  int family;
+  scalar_t a, inv_a, scale;
+
+  Surrogate(int family_, double width) : family(family_), a(width), inv_a(1.0 / width) {
+    switch (family) {
+      case GAUSSIAN: scale = scalar_t(1.0 / std::sqrt(M_PI * width)); break;
+      case ATAN: scale = scalar_t(M_PI / 2 * width); break;
+      case STRAIGHT_THROUGH: scale = scalar_t(0.5 / width); break;
+      default: scale = scalar_t(1);
+    }
+  }
+
+  template <int FAMILY>
+  inline scalar_t at(scalar_t u) const {
+    const scalar_t au = u < 0 ? -u : u;
+    if constexpr (FAMILY == GAUSSIAN) {
+      return exp_vec(-u * u * inv_a) * scale;  // exp(-u^2 / a) / sqrt(pi a)
+    } else if constexpr (FAMILY == PIECEWISE_LINEAR) {
+      const scalar_t v = scalar_t(1) - au * inv_a;  // max(0, 1 - |u| / a) / a
+      return v > 0 ? v * inv_a : scalar_t(0);
+    } else if constexpr (FAMILY == FAST_SIGMOID) {
+      const scalar_t d = scalar_t(1) + a * au;  // 1 / (1 + a |u|)^2
+      return scalar_t(1) / (d * d);
+    } else if constexpr (FAMILY == ATAN) {
+      const scalar_t z = scale * u;  // (a / 2) / (1 + (pi / 2 a u)^2)
+      return (a * scalar_t(0.5)) / (scalar_t(1) + z * z);
+    } else {
+      return au < a ? scale : scalar_t(0);  // 1[|u| < a] / (2 a)
+    }
+  }
+};
+
+struct Params {
+  double theta1, theta2, alpha1, alpha2;
+  int family;
+};
+
+// One step forward. a: [B, 4H] pre-activations, overwritten with g'(a - theta) when
+// `surrogates` (what the backward needs), left as is otherwise.
+template <typename scalar_t, int FAMILY, bool SURROGATES>
+void step_forward(scalar_t* __restrict__ a, const scalar_t* __restrict__ c_prev, scalar_t* __restrict__ h,
+                  scalar_t* __restrict__ c, uint8_t* __restrict__ bits, int64_t batch, int64_t hidden,
+                  const Params& p) {
+  const scalar_t th1 = p.theta1, th2 = p.theta2;
+  const Surrogate<scalar_t> gate(FAMILY, p.alpha1), candidate(FAMILY, p.alpha2);
+  for (int64_t b = 0; b < batch; ++b) {
+    scalar_t* __restrict__ ai = a + b * 4 * hidden;
+    scalar_t* __restrict__ af = ai + hidden;
+    scalar_t* __restrict__ ag = ai + 2 * hidden;
+    scalar_t* __restrict__ ao = ai + 3 * hidden;
+    const int64_t row = b * hidden;
+#pragma omp simd
+    for (int64_t j = 0; j < hidden; ++j) {
+      const scalar_t ui = ai[j] - th1, uf = af[j] - th1, ug = ag[j] - th2, uo = ao[j] - th1;
+      const int ib = ui > 0, fb = uf > 0, gb = ug > 0, ob = uo > 0;
+      const scalar_t i = scalar_t(ib), f = scalar_t(fb), g = scalar_t(gb), o = scalar_t(ob);
+      // s = f c_prev + i g is 0, 1 or 2 for binary c_prev; both cell modes give c = (s > 0)
+      const int cb = (f * c_prev[row + j] + i * g) > 0;
+      const scalar_t cell = scalar_t(cb);
+      c[row + j] = cell;
+      h[row + j] = o * cell;
+      bits[row + j] = static_cast<uint8_t>(ib | (fb << 1) | (gb << 2) | (ob << 3) | (cb << 4));
+      if constexpr (SURROGATES) {
+        ai[j] = gate.template at<FAMILY>(ui);
+        af[j] = gate.template at<FAMILY>(uf);
+        ag[j] = candidate.template at<FAMILY>(ug);
+        ao[j] = gate.template at<FAMILY>(uo);
+      }
+    }
+  }
+}
+
+// One step backward:
+//   dL/dh_t = (dL/dh_t from above) + da_{t+1} W_hh
+//   dL/dc_t = o_t dL/dh_t + f_{t+1} dL/ds_{t+1} (+ dL/dc_T at the last step)
+//   dL/ds_t = dL/dc_t (straight through) or g'(s_t - theta1) dL/dc_t (surrogate)
+//   da = (ds g, ds c_{t-1}, ds i, dh c_t) * G_t, written over G_t
+// and, on the way, h_{t-1} unpacked to floats into its columns of the [x, h_prev, 1] rows.
+// FIRST: c_{t-1}, h_{t-1} are the float c0, h0 rather than bits; LAST: no step t+1, plus dL/dc_T.
+template <typename scalar_t, bool FIRST, bool LAST, bool CELL_SURROGATE>
+void step_backward(scalar_t* __restrict__ sur_da, const uint8_t* __restrict__ bits,
+                   const uint8_t* __restrict__ bits_next, const uint8_t* __restrict__ bits_prev,
+                   const scalar_t* __restrict__ c0, const scalar_t* __restrict__ h0,
+                   const scalar_t* __restrict__ grad_h, const scalar_t* __restrict__ dh_rec,
+                   const scalar_t* __restrict__ grad_c_last, scalar_t* __restrict__ ds,
+                   scalar_t* __restrict__ h_prev, int64_t h_prev_stride, int64_t batch, int64_t hidden,
+                   const scalar_t* cell_sur) {
+  const scalar_t cs0 = cell_sur[0], cs1 = cell_sur[1], cs2 = cell_sur[2];
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t row = b * hidden;
+    scalar_t* __restrict__ d = sur_da + 4 * row;
+    scalar_t* __restrict__ hp = h_prev + b * h_prev_stride;
+#pragma omp simd
+    for (int64_t j = 0; j < hidden; ++j) {
+      const int here = bits[row + j];
+      const scalar_t i = (here & BIT_I) ? 1 : 0, f = (here & BIT_F) ? 1 : 0;
+      const scalar_t g = (here & BIT_G) ? 1 : 0, o = (here & BIT_O) ? 1 : 0;
+      const scalar_t cell = (here & BIT_C) ? 1 : 0;
+      scalar_t c_prev;
+      if constexpr (FIRST) {
+        c_prev = c0[row + j];
+        hp[j] = h0[row + j];
+      } else {
+        const int prev = bits_prev[row + j];
+        c_prev = (prev & BIT_C) ? 1 : 0;
+        hp[j] = ((prev & BIT_C) && (prev & BIT_O)) ? 1 : 0;
+      }
+      const scalar_t dh = grad_h[row + j] + dh_rec[row + j];
+      scalar_t dc = o * dh;
+      if constexpr (LAST) {
+        dc += grad_c_last[row + j];
+      } else {
+        dc += ((bits_next[row + j] & BIT_F) ? scalar_t(1) : scalar_t(0)) * ds[row + j];
+      }
+      if constexpr (CELL_SURROGATE) {
+        const scalar_t s = f * c_prev + i * g;  // 0, 1 or 2
+        dc *= s < scalar_t(0.5) ? cs0 : (s < scalar_t(1.5) ? cs1 : cs2);
+      }
+      ds[row + j] = dc;
+      d[j] *= dc * g;
+      d[hidden + j] *= dc * c_prev;
+      d[2 * hidden + j] *= dc * i;
+      d[3 * hidden + j] *= dh * cell;
+    }
+  }
+}
+
+template <typename scalar_t, bool CELL_SURROGATE>
+void backward_steps(torch::Tensor& sur, torch::Tensor& bits, torch::Tensor& grad_h, torch::Tensor& grad_c_last,
+                    torch::Tensor& h0, torch::Tensor& c0, torch::Tensor& w_hh, torch::Tensor& ds,
+                    torch::Tensor& dh_rec, torch::Tensor& xh, int64_t input_size, const scalar_t* cs) {
+  const int64_t steps = sur.size(0), batch = sur.size(1), hidden = sur.size(2) / 4;
+  const int64_t stride = batch * hidden, xh_row = xh.size(2);
+  const uint8_t* bits_ptr = bits.data_ptr<uint8_t>();
+  scalar_t* sur_ptr = sur.data_ptr<scalar_t>();
+  const scalar_t* gh = grad_h.data_ptr<scalar_t>();
+  const scalar_t* gc = grad_c_last.data_ptr<scalar_t>();
+  const scalar_t* c0p = c0.data_ptr<scalar_t>();
+  const scalar_t* h0p = h0.data_ptr<scalar_t>();
+  scalar_t* hp = xh.data_ptr<scalar_t>() + input_size;
+  scalar_t* dsp = ds.data_ptr<scalar_t>();
+  scalar_t* dhr = dh_rec.data_ptr<scalar_t>();
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    const uint8_t* here = bits_ptr + t * stride;
+    const uint8_t* next = bits_ptr + (t + 1) * stride;  // not read at the last step
+    const uint8_t* prev = bits_ptr + (t - 1) * stride;  // not read at the first step
+    scalar_t* d = sur_ptr + t * 4 * stride;
+    const scalar_t* g = gh + t * stride;
+    scalar_t* h = hp + t * batch * xh_row;
+    const bool first = t == 0, last = t == steps - 1;
+#define SNNLSTM_STEP(F, L) \
+  step_backward<scalar_t, F, L, CELL_SURROGATE>(d, here, next, prev, c0p, h0p, g, dhr, gc, dsp, h, xh_row, batch, hidden, cs)
+    if (first && last) SNNLSTM_STEP(true, true);
+    else if (first) SNNLSTM_STEP(true, false);
+    else if (last) SNNLSTM_STEP(false, true);
+    else SNNLSTM_STEP(false, false);
+#undef SNNLSTM_STEP
+    torch::mm_out(dh_rec, sur[t], w_hh);
+  }
+}
+
+}  // namespace
+
+// pre: [T, B, 4H] input projections plus biases. Step by step, a_t = pre_t + h_{t-1} W_hh^T
+// is formed in place, then replaced by its gate surrogates when `surrogates` is set.
+// Returns (h [T, B, H], bits [T, B, H] uint8, c_T [B, H]).
+std::vector<torch::Tensor> forward_loop(torch::Tensor pre, torch::Tensor w_hh, torch::Tensor h0, torch::Tensor c0,
+                                        double theta1, double theta2, int64_t family, double alpha1, double alpha2,
+                                        bool surrogates) {
+  TORCH_CHECK(pre.is_contiguous() && pre.dim() == 3, "pre must be a contiguous [T, B, 4H] tensor");
+  TORCH_CHECK(family >= 0 && family <= 4, "unknown surrogate family");
+  const int64_t steps = pre.size(0), batch = pre.size(1), hidden = pre.size(2) / 4;
+  auto h_seq = torch::empty({steps, batch, hidden}, pre.options());
+  auto bits = torch::empty({steps, batch, hidden}, pre.options().dtype(torch::kUInt8));
+  auto c_a = c0.contiguous().clone(), c_b = torch::empty_like(c_a);
+  auto w_hh_t = w_hh.t();
+  torch::Tensor h = h0.contiguous();
+  const Params p{theta1, theta2, alpha1, alpha2, static_cast<int>(family)};
+  AT_DISPATCH_FLOATING_TYPES(pre.scalar_type(), "snnlstm_forward_loop", [&] {
+    for (int64_t t = 0; t < steps; ++t) {
+      auto a = pre[t];
+      a.addmm_(h, w_hh_t);
+      auto h_t = h_seq[t];
+      scalar_t* ap = a.data_ptr<scalar_t>();
+      scalar_t* cp = c_a.data_ptr<scalar_t>();
+      scalar_t* hp = h_t.data_ptr<scalar_t>();
+      scalar_t* cn = c_b.data_ptr<scalar_t>();
+      uint8_t* bp = bits[t].data_ptr<uint8_t>();
+      if (!surrogates) {
+        step_forward<scalar_t, GAUSSIAN, false>(ap, cp, hp, cn, bp, batch, hidden, p);
+      } else {
+        switch (family) {
+          case GAUSSIAN: step_forward<scalar_t, GAUSSIAN, true>(ap, cp, hp, cn, bp, batch, hidden, p); break;
+          case PIECEWISE_LINEAR: step_forward<scalar_t, PIECEWISE_LINEAR, true>(ap, cp, hp, cn, bp, batch, hidden, p); break;
+          case FAST_SIGMOID: step_forward<scalar_t, FAST_SIGMOID, true>(ap, cp, hp, cn, bp, batch, hidden, p); break;
+          case ATAN: step_forward<scalar_t, ATAN, true>(ap, cp, hp, cn, bp, batch, hidden, p); break;
+          default: step_forward<scalar_t, STRAIGHT_THROUGH, true>(ap, cp, hp, cn, bp, batch, hidden, p); break;
+        }
+      }
+      std::swap(c_a, c_b);
+      h = h_t;
+    }
+  });
+  return {h_seq, bits, c_a};
+}
+
+// Reverse-time loop. sur: [T, B, 4H] gate surrogates, overwritten with da; grad_h:
+// [T, B, H] dL/dh_t from above; grad_c_last: [B, H] dL/dc_T; xh: [T, B, I + H + 1]
+// rows [x_t, h_{t-1}, 1] whose h columns this fills; cell_sur: g'(s - theta1) for
+// s = 0, 1, 2. Returns (dL/dh_0, dL/dc_0).
+std::vector<torch::Tensor> backward_loop(torch::Tensor sur, torch::Tensor bits, torch::Tensor grad_h,
+                                         torch::Tensor grad_c_last, torch::Tensor h0, torch::Tensor c0,
+                                         torch::Tensor w_hh, torch::Tensor xh, int64_t input_size,
+                                         bool cell_surrogate, std::vector<double> cell_sur) {
+  TORCH_CHECK(sur.is_contiguous() && bits.is_contiguous() && xh.is_contiguous(), "tensors must be contiguous");
+  const int64_t batch = sur.size(1), hidden = sur.size(2) / 4;
+  TORCH_CHECK(xh.size(2) == input_size + hidden + 1, "xh must be [T, B, I + H + 1]");
+  auto ds = torch::zeros({batch, hidden}, sur.options());
+  auto dh_rec = torch::zeros({batch, hidden}, sur.options());
+  auto h0c = h0.contiguous(), c0c = c0.contiguous();
+  auto grad_hc = grad_h.contiguous();
+  auto grad_cc = grad_c_last.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(sur.scalar_type(), "snnlstm_backward_loop", [&] {
+    const scalar_t cs[3] = {scalar_t(cell_sur[0]), scalar_t(cell_sur[1]), scalar_t(cell_sur[2])};
+    if (cell_surrogate) {
+      backward_steps<scalar_t, true>(sur, bits, grad_hc, grad_cc, h0c, c0c, w_hh, ds, dh_rec, xh, input_size, cs);
+    } else {
+      backward_steps<scalar_t, false>(sur, bits, grad_hc, grad_cc, h0c, c0c, w_hh, ds, dh_rec, xh, input_size, cs);
+    }
+  });
+  // dL/dc_0 = f_0 dL/ds_0: ds holds dL/ds at t = 0 and bits[0] its forget gate
+  auto f0 = bits[0].bitwise_and(BIT_F).gt(0).to(sur.scalar_type());
+  return {dh_rec, f0 * ds};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward_loop", &forward_loop, "spiking LSTM layer: forward time loop");
+  m.def("backward_loop", &backward_loop, "spiking LSTM layer: backward time loop");
+}

@@ -1,0 +1,155 @@
+"""The fused multi-step spiking LSTM (both engines) against the step-by-step
+autograd reference: identical spikes and states, gradients to 1e-5 relative.
+
+Exact equality of spikes is asserted in float64: the fused path sums the input and
+recurrent products in another order, and in float32 a pre-activation within an
+ulp of a threshold may then round to the other side.
+"""
+
+import itertools
+
+import pytest
+import torch
+
+from snn_lstm.spiking import SpikingLSTM
+from snn_lstm.spiking.fused import compiled_kernels
+
+SURROGATES = {  # name -> (alpha1, alpha2): wide enough that many units carry gradient
+    "gaussian": (4.0, 0.3),
+    "piecewise_linear": (3.33, 0.91),
+    "fast_sigmoid": (0.25, 0.91),
+    "atan": (0.38, 1.4),
+    "straight_through": (1.67, 0.46),
+}
+SHAPES = [  # (T, B, I, H, layers)
+    (7, 5, 4, 6, 1),
+    (1, 3, 2, 5, 2),  # a single step
+    (6, 1, 3, 4, 3),  # batch 1, three layers
+]
+ENGINES = ["torch", "cpp"]
+
+
+def make_pair(engine, shape, surrogate, cell_grad, theta1=0.1, theta2=0.1, seed=0):
+    T, B, I, H, layers = shape
+    torch.manual_seed(seed)
+    alpha1, alpha2 = SURROGATES[surrogate]
+    kwargs = dict(theta1=theta1, theta2=theta2, surrogate=surrogate, alpha1=alpha1, alpha2=alpha2, cell_grad=cell_grad, init="normal")
+    reference = SpikingLSTM(I, H, layers, engine="reference", **kwargs).double()
+    fused = SpikingLSTM(I, H, layers, engine=engine, **kwargs).double()
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.normal_(0.0, 0.7)
+    fused.load_state_dict(reference.state_dict())
+    return reference, fused
+
+
+def run(model, x, state, up_h, up_hn, up_cn):
+    x = x.clone().requires_grad_()
+    h0, c0 = (s.clone().requires_grad_() for s in state)
+    output, (h_n, c_n) = model(x, (h0, c0))
+    ((output * up_h).sum() + (h_n * up_hn).sum() + (c_n * up_cn).sum()).backward()
+    grads = {"x": x.grad, "h0": h0.grad, "c0": c0.grad}
+    grads.update({name: p.grad for name, p in model.named_parameters()})
+    return output.detach(), h_n.detach(), c_n.detach(), grads
+
+
+def assert_close_relative(actual, expected, name):
+    scale = expected.abs().max().clamp(min=1e-12)
+    assert (actual - expected).abs().max() <= 1e-5 * scale, name
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("surrogate, cell_grad", list(itertools.product(SURROGATES, ["straight_through", "surrogate"])))
+def test_fused_equals_reference(engine, shape, surrogate, cell_grad):
+    reference, fused = make_pair(engine, shape, surrogate, cell_grad)
+    T, B, I, H, layers = shape
+    x = (torch.rand(T, B, I, dtype=torch.float64) < 0.5).double()
+    state = tuple((torch.rand(layers, B, H, dtype=torch.float64) < 0.5).double() for _ in range(2))
+    up_h = torch.randn(T, B, H, dtype=torch.float64)
+    up_hn, up_cn = torch.randn(layers, B, H, dtype=torch.float64), torch.randn(layers, B, H, dtype=torch.float64)
+
+    out_ref, hn_ref, cn_ref, grads_ref = run(reference, x, state, up_h, up_hn, up_cn)
+    out, hn, cn, grads = run(fused, x, state, up_h, up_hn, up_cn)
+
+    assert torch.equal(out, out_ref) and torch.equal(hn, hn_ref) and torch.equal(cn, cn_ref)
+    assert any(g.abs().sum() > 0 for g in grads_ref.values())
+    for name, expected in grads_ref.items():
+        assert_close_relative(grads[name], expected, name)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("thetas", [(0.0, 0.0), (0.5, 0.25), (0.9, 0.6)])
+def test_thresholds(engine, thetas):
+    reference, fused = make_pair(engine, (5, 4, 3, 6, 2), "gaussian", "surrogate", *thetas)
+    x = (torch.rand(5, 4, 3, dtype=torch.float64) < 0.5).double()
+    zeros = torch.zeros(2, 4, 6, dtype=torch.float64)
+    up = torch.randn(5, 4, 6, dtype=torch.float64)
+    out_ref, _, _, grads_ref = run(reference, x, (zeros, zeros), up, zeros, zeros)
+    out, _, _, grads = run(fused, x, (zeros, zeros), up, zeros, zeros)
+    assert torch.equal(out, out_ref)
+    for name, expected in grads_ref.items():
+        assert_close_relative(grads[name], expected, name)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_float32_real_valued_input_without_state(engine):
+    """The everyday case: float32, real inputs, default zero state; gradients agree
+    wherever the spikes agree (they do on this seed)."""
+    reference, fused = make_pair(engine, (20, 16, 10, 32, 2), "gaussian", "straight_through")
+    reference, fused = reference.float(), fused.float()
+    x = torch.randn(20, 16, 10)
+    out_ref, _ = reference(x)
+    out, _ = fused(x)
+    assert torch.equal(out, out_ref)
+    out_ref.sum().backward()
+    out.sum().backward()
+    for (name, p_ref), p in zip(reference.named_parameters(), fused.parameters()):
+        torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-4, atol=1e-5 * p_ref.grad.abs().max().item(), msg=name)
+
+
+def test_the_cpp_engine_builds_here():
+    """CI machines have a compiler; a failed build would silently cost the speed."""
+    assert compiled_kernels() is not None
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_binary_state_is_required(engine):
+    layer = SpikingLSTM(2, 3, engine=engine)
+    half = torch.full((1, 1, 3), 0.5)
+    with pytest.raises(ValueError, match="binary"):
+        layer(torch.zeros(4, 1, 2), (half, half))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_second_backward_is_refused_clearly(engine):
+    layer = SpikingLSTM(2, 3, engine=engine, init="normal")
+    output, _ = layer(torch.ones(4, 2, 2))
+    output.sum().backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="retain_graph"):
+        output.sum().backward()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_inference_saves_nothing(engine):
+    layer = SpikingLSTM(3, 8, engine=engine)
+    with torch.no_grad():
+        output, _ = layer(torch.rand(5, 2, 3))
+    assert output.grad_fn is None and set(output.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_backward_memory_is_compact():
+    """Saved for backward: 4H floats of surrogates and one byte of state per unit and step."""
+    T, B, I, H = 50, 8, 3, 16
+    layer = SpikingLSTM(I, H, engine="cpp")
+    saved = {}
+
+    def pack(tensor):
+        saved[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        layer(torch.rand(T, B, I))
+    floats = 4 * T * B * H * 4
+    bits = T * B * H
+    assert sum(saved.values()) <= floats + bits + 4 * (T * B * I + 2 * B * H + 4 * H * (I + H))
