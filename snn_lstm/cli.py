@@ -10,6 +10,7 @@ import sys
 VERBS = {
     "train": ("snn_lstm.train", "train a model (Hydra app: snnlstm train task=... model=...)"),
     "evaluate": ("snn_lstm.evaluate", "evaluate a checkpoint on a split (snnlstm evaluate ckpt=PATH)"),
+    "generate": ("snn_lstm.generate", "sample text from a trained language model (snnlstm generate ckpt=PATH prompt=...)"),
     "bench": ("snn_lstm.bench", "time the spiking LSTM against torch.nn.LSTM (speed, memory)"),
 }
 

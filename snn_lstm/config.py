@@ -29,6 +29,7 @@ ALLOWED_TARGET_PREFIXES = ("snn_lstm.", "torch.optim.")
 @dataclass
 class SineTaskConfig:
     name: str = "sine"
+    kind: str = "sine"
     readout: str = "sequence"
     hidden_size: int = 100  # the paper's network for this task
     seq_len: int = 100
@@ -37,6 +38,43 @@ class SineTaskConfig:
     val_size: int = 256
     test_size: int = 1024
     figure_steps: List[int] = field(default_factory=lambda: [0, 5, 20, 100])
+
+
+@dataclass
+class ImageTaskConfig:
+    name: str = MISSING  # smnist, semnist, pmnist, psmnist, ...
+    kind: str = "image"
+    readout: str = "last"
+    hidden_size: int = 200  # the authors' MNIST network
+    dataset: str = "mnist"  # mnist, emnist or idx (any folder in MNIST's file layout)
+    emnist_split: str = "balanced"
+    folder: Optional[str] = None  # for dataset=idx: folder under paths.data_dir
+    layout: str = "rows"  # rows, pixels or permuted_pixels
+    permutation_seed: int = 0
+    val_size: int = 5000  # the last training images, held out to pick best.pt
+
+
+@dataclass
+class LanguageTaskConfig:
+    name: str = MISSING  # char_lm or word_lm
+    kind: str = "language"
+    level: str = "char"  # char or word
+    text: str = "alice"  # alice or wikitext2
+    split: str = "paper"  # paper (52,000 / 12,000 characters) or full
+    readout: str = "sequence"
+    hidden_size: int = 200
+    bptt: int = 100  # tokens per truncated-BPTT window
+    val_fraction: float = 0.05  # the end of the training text, held out to pick best.pt
+    vector_size: int = 100  # word_lm: word2vec dimensions
+    w2v_window: int = 5
+    w2v_epochs: int = 20
+    samples: int = 3  # text samples written at the end of training
+    sample_length: int = 200
+
+
+@dataclass
+class EncoderConfig:
+    name: str = "bernoulli"  # bernoulli or identity
 
 
 @dataclass
@@ -77,11 +115,14 @@ class OptimizerConfig:
 @dataclass
 class TrainerConfig:
     steps: int = 600
+    epochs: Optional[float] = None  # if set, steps = epochs * (training examples // batch_size)
     batch_size: int = 32
     eval_every: int = 100
     log_every: int = 10
     eval_limit: Optional[int] = None  # evaluate on at most this many samples per split
     grad_clip: Optional[float] = None  # max global gradient norm
+    lr_schedule: str = "constant"  # constant or cosine (to zero at the last step)
+    warmup_steps: int = 0  # linear warm-up of the learning rate
     device: str = "cpu"  # cpu, cuda or auto
     threads: Optional[int] = None  # torch CPU threads; None keeps torch's choice
     progress: bool = True
@@ -98,11 +139,13 @@ class TrackingConfig:
 class PathsConfig:
     data_dir: str = "./data"
     run_dir: str = "./runs"
+    cache_dir: str = "./runs/cache"  # computed features (word vectors, audio front ends)
 
 
 @dataclass
 class TrainConfig:
     task: Any = MISSING
+    encoder: EncoderConfig = MISSING
     model: Any = MISSING
     surrogate: SurrogateConfig = MISSING
     optimizer: OptimizerConfig = MISSING
@@ -121,6 +164,16 @@ class EvaluateConfig:
     split: str = "test"
     device: str = "cpu"
     tracking: TrackingConfig = MISSING
+    paths: PathsConfig = MISSING
+
+
+@dataclass
+class GenerateConfig:
+    ckpt: str = MISSING
+    prompt: str = "alice "
+    length: int = 200
+    temperature: float = 0.8
+    seed: int = 0
     paths: PathsConfig = MISSING
 
 
@@ -149,8 +202,12 @@ def register_schemas() -> None:
     cs.store(name="schema_train", node=TrainConfig)
     cs.store(name="schema_evaluate", node=EvaluateConfig)
     cs.store(name="schema_bench", node=BenchConfig)
+    cs.store(name="schema_generate", node=GenerateConfig)
     for group, name, node in (
         ("task", "sine", SineTaskConfig),
+        ("task", "image", ImageTaskConfig),
+        ("task", "language", LanguageTaskConfig),
+        ("encoder", "encoder", EncoderConfig),
         ("model", "slstm", SpikingLSTMConfig),
         ("model", "lstm", LSTMConfig),
         ("surrogate", "surrogate", SurrogateConfig),

@@ -35,9 +35,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     setup_torch(run_config["trainer"]["threads"])
     task = build_task(
         run_config["task"],
+        encoder=run_config["encoder"]["name"],
         data_dir=cfg.paths.data_dir,
         seed=run_config["seed"],
         eval_limit=run_config["trainer"]["eval_limit"],
+        cache_dir=cfg.paths.cache_dir,
     )
     model = build_model(**checkpoint["model_args"])
     model.load_state_dict(checkpoint["model"])

@@ -1,6 +1,8 @@
 """A recurrent backbone (spiking LSTM or plain nn.LSTM) and a linear readout.
 
     readout = "last":      y = W_out h_T + b_out            [B, C]     (sequence classification)
+    readout = "mean":      y = W_out mean_t h_t + b_out     [B, C]     (classification from the
+                                                                         firing rates over time)
     readout = "sequence":  y_t = W_out h_t + b_out          [B, T, C]  (per-step classification
                                                                          or regression)
 
@@ -18,7 +20,7 @@ from torch import Tensor, nn
 from snn_lstm.errors import UserError
 from snn_lstm.spiking.lstm import SpikingLSTM
 
-READOUTS = ("last", "sequence")
+READOUTS = ("last", "mean", "sequence")
 BACKBONES = ("slstm", "lstm")
 
 
@@ -38,6 +40,8 @@ class SequenceModel(nn.Module):
         hidden, state = self.backbone(x.transpose(0, 1), state)
         if self.readout_mode == "last":
             return self.readout(hidden[-1]), state
+        if self.readout_mode == "mean":
+            return self.readout(hidden.mean(0)), state
         return self.readout(hidden).transpose(0, 1), state
 
 

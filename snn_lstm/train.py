@@ -13,6 +13,7 @@ the step and the generator states; batches depend only on the step).
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from pathlib import Path
@@ -36,8 +37,8 @@ log = logging.getLogger("snnlstm.train")
 
 # Parts of the config that define what is being trained: a resumed run must
 # match its checkpoint on these (it may change steps, logging, device, ...).
-RECIPE_KEYS = ("task", "model", "surrogate", "optimizer", "seed")
-RECIPE_TRAINER_KEYS = ("batch_size", "grad_clip")
+RECIPE_KEYS = ("task", "encoder", "model", "surrogate", "optimizer", "seed")
+RECIPE_TRAINER_KEYS = ("batch_size", "grad_clip", "lr_schedule", "warmup_steps")
 
 
 def select_device(name: str) -> torch.device:
@@ -68,11 +69,36 @@ def check_trainer(trainer: dict[str, Any]) -> None:
         raise UserError(f"trainer.threads must be a positive integer or null, got {trainer['threads']}")
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate_factor(trainer: dict[str, Any]):
+    """The multiplier of the base learning rate at each step: a linear warm-up over
+    `warmup_steps`, then constant or a cosine from 1 to 0 at the last step."""
+    schedule, warmup, steps = trainer["lr_schedule"], trainer["warmup_steps"], trainer["steps"]
+    if schedule not in LR_SCHEDULES:
+        raise UserError(f"trainer.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got '{schedule}'")
+    if not 0 <= warmup < steps:
+        raise UserError(f"trainer.warmup_steps must lie in [0, trainer.steps), got {warmup}")
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
 def recipe_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Dotted keys whose values differ between two resolved configs' recipes."""
     old = flatten({k: saved.get(k) for k in RECIPE_KEYS})
     new = flatten({k: current.get(k) for k in RECIPE_KEYS})
-    for key in RECIPE_TRAINER_KEYS:
+    # a decaying schedule is laid out over the run's length, so that is part of it too
+    trainer_keys = RECIPE_TRAINER_KEYS + (("steps",) if current["trainer"]["lr_schedule"] != "constant" else ())
+    for key in trainer_keys:
         old[f"trainer.{key}"] = str(saved["trainer"].get(key))
         new[f"trainer.{key}"] = str(current["trainer"].get(key))
     return [f"{k}: {old.get(k)} -> {new.get(k)}" for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
@@ -99,14 +125,25 @@ def train(cfg: DictConfig, out_dir: Path) -> float:
     random.seed(config["seed"])
 
     task = build_task(
-        config["task"], data_dir=config["paths"]["data_dir"], seed=config["seed"], eval_limit=trainer["eval_limit"]
+        config["task"],
+        encoder=config["encoder"]["name"],
+        data_dir=config["paths"]["data_dir"],
+        seed=config["seed"],
+        eval_limit=trainer["eval_limit"],
+        cache_dir=config["paths"]["cache_dir"],
     )
+    if trainer["epochs"] is not None:
+        if not trainer["epochs"] > 0:
+            raise UserError(f"trainer.epochs must be positive or null, got {trainer['epochs']}")
+        trainer["steps"] = task.steps_for_epochs(trainer["epochs"], trainer["batch_size"])
     args = model_args(config["model"], config["surrogate"], task.input_size, task.output_size, task.readout)
     model = build_model(**args).to(device)
     optimizer = instantiate(cfg.optimizer, "optimizer", params=model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(trainer))
 
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     start_step, best, run_id = 0, {"metric": f"val/{task.monitor}", "value": None, "step": None}, None
+    carry = None  # the recurrent state handed from one step to the next (truncated BPTT)
     if config["resume"]:
         if not last_path.exists():
             raise UserError(
@@ -119,9 +156,10 @@ def train(cfg: DictConfig, out_dir: Path) -> float:
             raise UserError(f"cannot resume {last_path}: the config differs from the checkpoint's ({'; '.join(differences)})")
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
         task.load_state_dict(checkpoint["task_state"])
         restore_rng_states(checkpoint["rng"])
-        start_step, best = checkpoint["step"], checkpoint["best"]
+        start_step, best, carry = checkpoint["step"], checkpoint["best"], checkpoint["carry"]
         run_id = (checkpoint.get("tracking") or {}).get("run_id")
         log.info("resuming %s at step %d", last_path, start_step)
 
@@ -135,7 +173,7 @@ def train(cfg: DictConfig, out_dir: Path) -> float:
         tags={"task": task.name, "model": config["model"]["name"], "seed": config["seed"], **config["tags"]},
     )
     try:
-        best_value = _train_loop(cfg, config, task, model, optimizer, device, tracker, start_step, best, out_dir)
+        best_value = _train_loop(config, task, model, optimizer, scheduler, device, tracker, start_step, best, carry, out_dir)
     except KeyboardInterrupt:
         tracker.finish("KILLED")
         raise
@@ -149,15 +187,16 @@ def train(cfg: DictConfig, out_dir: Path) -> float:
 
 
 def _train_loop(
-    cfg: DictConfig,
     config: dict[str, Any],
     task: Task,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
     device: torch.device,
     tracker: Tracker,
     start_step: int,
     best: dict[str, Any],
+    carry: tuple[torch.Tensor, torch.Tensor] | None,
     out_dir: Path,
 ) -> float:
     trainer = config["trainer"]
@@ -182,9 +221,11 @@ def _train_loop(
                 "model_args": model_args(config["model"], config["surrogate"], task.input_size, task.output_size, task.readout),
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
                 "step": step,
                 "rng": rng_states(),
                 "task_state": task.state_dict(),
+                "carry": None if carry is None else tuple(s.cpu() for s in carry),
                 "best": best,
                 "metrics": metrics,
                 "tracking": {"uri": tracker.uri, "run_id": tracker.run_id} if tracker.run_id else None,
@@ -198,7 +239,12 @@ def _train_loop(
     metrics: dict[str, float] = {}
     for step in progress:
         x, y = task.train_batch(step, trainer["batch_size"])
-        output, _ = model(x.to(device))
+        if task.starts_fresh(step, trainer["batch_size"]):
+            carry = None
+        elif carry is not None:
+            carry = tuple(s.to(device) for s in carry)
+        output, state = model(x.to(device), carry)
+        carry = tuple(s.detach() for s in state) if task.carries_state else None
         loss = task.loss(output, y.to(device))
         if not torch.isfinite(loss):
             raise UserError(
@@ -210,13 +256,18 @@ def _train_loop(
         if trainer["grad_clip"]:
             torch.nn.utils.clip_grad_norm_(model.parameters(), trainer["grad_clip"])
         optimizer.step()
+        scheduler.step()
         done = step + 1
         task.after_update(done, model)
         running_loss, running_count = running_loss + loss.item(), running_count + 1
 
         if done % trainer["log_every"] == 0 or done == steps:
             elapsed = time.perf_counter() - tic
-            metrics = {"train/loss": running_loss / running_count, "train/step_time_s": elapsed / running_count}
+            metrics = {
+                "train/loss": running_loss / running_count,
+                "train/lr": scheduler.get_last_lr()[0],
+                "train/step_time_s": elapsed / running_count,
+            }
             tracker.log_metrics(metrics, done)
             progress.set_postfix(loss=f"{metrics['train/loss']:.4g}")
             running_loss, running_count, tic = 0.0, 0, time.perf_counter()
@@ -236,9 +287,9 @@ def _train_loop(
     log.info("test (step %d): %s", steps, _format(test_metrics))
     checkpoint(out_dir / "last.pt", steps, test_metrics)
 
-    for figure in task.write_figures(out_dir / "figures"):
-        tracker.log_artifact(figure, "figures")
-        log.info("figure: %s", figure)
+    for artifact in task.write_artifacts(model, out_dir):
+        tracker.log_artifact(artifact, str(artifact.parent.relative_to(out_dir)) if artifact.parent != out_dir else None)
+        log.info("wrote %s", artifact)
     for name in ("last.pt", "best.pt"):
         if (out_dir / name).exists():
             tracker.log_artifact(out_dir / name, "checkpoints")

@@ -12,8 +12,66 @@ from hydra import compose, initialize_config_module
 
 import snn_lstm.config  # noqa: F401  (registers the schemas and resolvers)
 
+# Tests never touch the network: loaders that would download stop with an error instead.
+os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", SNNLSTM_OFFLINE="1")
+
 BIN = Path(sys.executable).parent
 CONFIG_MODULE = "snn_lstm.conf"
+
+
+def write_tiny_idx(folder: Path, train: int = 96, test: int = 40, classes: int = 10, size: int = 28, seed: int = 0) -> Path:
+    """A dataset in MNIST's file layout, small enough for tests: each class is a
+    bright band at its own height, so a model can learn it in a few steps."""
+    import numpy as np
+
+    from snn_lstm.data.idx import write_idx
+
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", train), ("t10k", test)):
+        labels = rng.integers(0, classes, count).astype(np.uint8)
+        images = rng.integers(0, 60, (count, size, size)).astype(np.uint8)
+        for image, label in zip(images, labels):
+            row = int(label) * size // classes
+            image[row : row + 2] = 250
+        write_idx(folder / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels)
+    return folder
+
+
+TINY_BODY = "alice was beginning to get very tired of sitting by her sister on the bank.\n" * 40
+
+
+def write_texts(root: Path, body: str = TINY_BODY) -> Path:
+    """`text/` as the language tasks expect it: a Gutenberg-style Alice and WikiText-2 files."""
+    text = root / "text"
+    (text / "wikitext-2").mkdir(parents=True, exist_ok=True)
+    (text / "alice.txt").write_text(
+        "\ufeffProject Gutenberg header\nlicence lines\n*** START OF THIS PROJECT GUTENBERG EBOOK ALICE ***\n"
+        + body.upper() + "*** END OF THIS PROJECT GUTENBERG EBOOK ALICE ***\nEnd of licence\n"
+    )
+    wiki = " = Title = \n the <unk> game is a role @-@ playing game . \n" * 60
+    (text / "wikitext-2" / "wiki.train.excerpt.tokens").write_text(wiki)
+    (text / "wikitext-2" / "wiki.train.tokens").write_text(wiki * 2)
+    (text / "wikitext-2" / "wiki.test.tokens").write_text(wiki.replace("game", "story"))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory) -> Path:
+    """paths.data_dir with small stand-ins for every dataset (see TINY)."""
+    root = tmp_path_factory.mktemp("data")
+    write_tiny_idx(root / "tiny")
+    write_texts(root)
+    return root
+
+
+# Overrides that point each kind of task at the small data of tiny_data_dir.
+TINY = {
+    "sine": [],
+    "image": ["task.dataset=idx", "task.folder=tiny", "task.val_size=16"],
+    "language": ["task.split=full", "task.bptt=10", "task.w2v_epochs=1"],
+}
+TINY_IMAGES = TINY["image"]
 
 
 def compose_train(overrides: list[str] | None = None):

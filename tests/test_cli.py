@@ -35,7 +35,7 @@ def test_help_lists_the_verbs(tmp_path, cli_env):
 def test_unknown_verb_is_one_line(tmp_path, cli_env):
     result = snnlstm(["fly"], tmp_path, cli_env, check=False)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["snnlstm: error: unknown verb 'fly': choose one of train, evaluate, bench"]
+    assert result.stderr.strip().splitlines() == ["snnlstm: error: unknown verb 'fly': choose one of train, evaluate, generate, bench"]
 
 
 def test_cfg_job_prints_the_composed_config(tmp_path, cli_env):
@@ -58,7 +58,7 @@ def test_train_then_evaluate_with_mlflow(tmp_path, cli_env):
     folder = run_dir / "sine" / "first"
     for name in ("last.pt", "best.pt", "config_resolved.yaml", ".hydra/config.yaml", "figures/sine_prediction.png"):
         assert (folder / name).exists(), name
-    assert "mlflow.db" in out.stdout and "last.pt" in out.stdout  # it says where things are
+    assert "mlflow.db" in out.stderr and "last.pt" in out.stderr  # it says where things are (logs go to stderr)
 
     checkpoint = torch.load(folder / "last.pt", weights_only=True)
     assert checkpoint["step"] == 4 and checkpoint["config"]["model"]["hidden_size"] == 16

@@ -7,22 +7,36 @@ import torch
 
 from snn_lstm.train import train
 
-from conftest import compose_train
+from conftest import TINY, compose_train
 
 EXPERIMENTS = sorted(
     str(p.relative_to(Path(__file__).resolve().parents[1] / "conf" / "experiment").with_suffix(""))
     for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment").rglob("*.yaml")
 )
-TINY = ["trainer.steps=2", "trainer.eval_every=1", "trainer.eval_limit=8", "trainer.batch_size=4", "trainer.progress=false", "tracking=none"]
+STEPS = ["trainer.steps=2", "trainer.epochs=null", "trainer.eval_every=1", "trainer.eval_limit=8", "trainer.batch_size=4",
+        "trainer.progress=false", "tracking=none"]
 
 
 def test_there_are_experiments():
-    assert "paper/fig4/slstm" in EXPERIMENTS
+    assert {"paper/fig4/slstm", "paper/table1/slstm", "paper/table1/lstm", "paper/table2/slstm", "paper/table2/lstm",
+            "paper/fig6/alpha_grid", "beyond/psmnist/slstm"} <= set(EXPERIMENTS)
+    assert len([e for e in EXPERIMENTS if e.startswith("paper/table3/")]) == 8
+
+
+def test_alpha_study_sweeps_a_grid():
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="snn_lstm.conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=paper/fig6/alpha_grid"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert len(params["surrogate.alpha1"].split(",")) * len(params["surrogate.alpha2"].split(",")) >= 12
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_experiment_runs_two_steps(experiment, tmp_path):
-    cfg = compose_train([f"experiment={experiment}", *TINY, f"paths.run_dir={tmp_path}"])
+def test_experiment_runs_two_steps(experiment, tmp_path, tiny_data_dir):
+    kind = compose_train([f"experiment={experiment}"]).task.kind
+    cfg = compose_train([f"experiment={experiment}", *STEPS, f"paths.run_dir={tmp_path}", f"paths.data_dir={tiny_data_dir}",
+                         f"paths.cache_dir={tmp_path / 'cache'}", *TINY[kind]])
     assert cfg.tags.paper_table and cfg.tags.row  # paper rows carry their MLflow tags
     train(cfg, tmp_path / "run")
     checkpoint = torch.load(tmp_path / "run" / "last.pt", weights_only=True)

@@ -13,7 +13,7 @@ from conftest import compose_train
 
 
 def sine_cfg(**changes):
-    cfg = {"name": "sine", "readout": "sequence", "hidden_size": 16, "seq_len": 40, "channels": 20, "dt": 0.1,
+    cfg = {"name": "sine", "kind": "sine", "readout": "sequence", "hidden_size": 16, "seq_len": 40, "channels": 20, "dt": 0.1,
            "val_size": 64, "test_size": 64, "figure_steps": [0, 2]}
     return {**cfg, **changes}
 
@@ -25,7 +25,7 @@ def test_signal_formula():
 
 
 def test_batches_are_spikes_at_rate_f_over_2_with_next_step_targets():
-    task = build_task(sine_cfg(seq_len=400), data_dir=".", seed=0, eval_limit=None)
+    task = build_task(sine_cfg(seq_len=400), encoder="bernoulli", data_dir=".", seed=0, eval_limit=None)
     x, y = task.train_batch(0, 64)
     assert x.shape == (64, 400, 20) and y.shape == (64, 400, 1)
     assert set(x.unique().tolist()) == {0.0, 1.0}
@@ -37,16 +37,16 @@ def test_batches_are_spikes_at_rate_f_over_2_with_next_step_targets():
 
 
 def test_batches_depend_only_on_seed_and_step():
-    a = build_task(sine_cfg(), data_dir=".", seed=0, eval_limit=None)
-    b = build_task(sine_cfg(), data_dir=".", seed=0, eval_limit=None)
-    c = build_task(sine_cfg(), data_dir=".", seed=1, eval_limit=None)
+    a = build_task(sine_cfg(), encoder="bernoulli", data_dir=".", seed=0, eval_limit=None)
+    b = build_task(sine_cfg(), encoder="bernoulli", data_dir=".", seed=0, eval_limit=None)
+    c = build_task(sine_cfg(), encoder="bernoulli", data_dir=".", seed=1, eval_limit=None)
     assert torch.equal(a.train_batch(7, 8)[0], b.train_batch(7, 8)[0])
     assert not torch.equal(a.train_batch(7, 8)[0], a.train_batch(8, 8)[0])
     assert not torch.equal(a.train_batch(7, 8)[0], c.train_batch(7, 8)[0])
 
 
 def test_baseline_is_the_mse_of_predicting_f_xt():
-    task = build_task(sine_cfg(), data_dir=".", seed=0, eval_limit=None)
+    task = build_task(sine_cfg(), encoder="bernoulli", data_dir=".", seed=0, eval_limit=None)
     model = build_model({"name": "lstm", "hidden_size": 4, "num_layers": 1}, {}, 20, 1, "sequence")
     metrics = task.evaluate(model, "test", torch.device("cpu"))
     signal = task._eval_signals["test"]
@@ -60,7 +60,7 @@ def test_a_short_training_lowers_the_validation_error(tmp_path):
 
     cfg = compose_train(["experiment=paper/fig4/slstm", "task.seq_len=50", "trainer.steps=40", "trainer.eval_every=40",
                          "tracking=none", "trainer.progress=false", "trainer.eval_limit=128"])
-    task = build_task(dict(cfg.task), data_dir=".", seed=0, eval_limit=128)
+    task = build_task(dict(cfg.task), encoder="bernoulli", data_dir=".", seed=0, eval_limit=128)
     torch.manual_seed(0)
     untrained = build_model({**cfg.model, "hidden_size": 100}, dict(cfg.surrogate), 20, 1, "sequence")
     before = task.evaluate(untrained.eval(), "val", torch.device("cpu"))["mse"]

@@ -12,18 +12,25 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from snn_lstm.errors import UserError
+
 
 class Task:
     name: str
     input_size: int
     output_size: int
-    readout: str  # "last" or "sequence", see snn_lstm.models
+    readout: str  # "last", "mean" or "sequence" (from task.readout), see snn_lstm.models
     monitor: str  # validation metric that picks best.pt
     monitor_mode: str  # "min" or "max"
+    carries_state = False  # truncated BPTT: the recurrent state flows from one step's batch into the next
 
     def train_batch(self, step: int, batch_size: int) -> tuple[Tensor, Tensor]:
         """Inputs [B, T, I] and targets for optimizer step `step` (deterministic in step)."""
         raise NotImplementedError
+
+    def starts_fresh(self, step: int, batch_size: int) -> bool:
+        """For tasks that carry state: whether step `step` starts from a zero state."""
+        return True
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         raise NotImplementedError
@@ -33,10 +40,14 @@ class Task:
         """Metrics of `model` on `split` ("val" or "test"), without a leading split name."""
         raise NotImplementedError
 
+    def steps_for_epochs(self, epochs: float, batch_size: int) -> int:
+        raise UserError(f"trainer.epochs needs a task with a fixed training set; {self.name} draws new data every step: set trainer.steps")
+
     def after_update(self, step: int, model: nn.Module) -> None:
         """Called with the model after `step` optimizer updates (also step 0)."""
 
-    def write_figures(self, folder: Path) -> list[Path]:
+    def write_artifacts(self, model: nn.Module, folder: Path) -> list[Path]:
+        """Files worth keeping with the run (figures, samples), written under `folder`."""
         return []
 
     def state_dict(self) -> dict[str, Any]:

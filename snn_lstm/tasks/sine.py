@@ -1,6 +1,7 @@
 """Sine prediction (paper section 4.2, Fig. 4).
 
-Input: `channels` Bernoulli spike trains, each firing with p_t = f(x_t) / 2.
+Input: `channels` copies of p_t = f(x_t) / 2 through the encoder: with the
+default Bernoulli encoder, spike trains each firing with probability p_t.
 Target: f(x_{t+1}) at every step, read out linearly from h_t; loss MSE.
 Baseline: predicting f(x_{t+1}) by the true f(x_t) (which the network never
 sees, only its spikes); a useful model must beat that.
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from snn_lstm.data.sine import sine_signals
-from snn_lstm.encoders import TEST, TRAIN, VAL, bernoulli_spikes, make_generator
+from snn_lstm.encoders import TEST, TRAIN, VAL, make_generator
 from snn_lstm.errors import UserError
 from snn_lstm.tasks.base import Task
 
@@ -26,17 +27,17 @@ EVAL_BATCH = 256
 class SineTask(Task):
     name = "sine"
     output_size = 1
-    readout = "sequence"
     monitor = "mse"
     monitor_mode = "min"
 
-    def __init__(self, cfg: dict[str, Any], seed: int, eval_limit: int | None):
+    def __init__(self, cfg: dict[str, Any], encoder, seed: int, eval_limit: int | None, data_dir: str, cache_dir: str):
         for key in ("seq_len", "channels", "val_size", "test_size"):
             if cfg[key] <= 0:
                 raise UserError(f"task.{key} must be a positive integer, got {cfg[key]}")
         if not cfg["dt"] > 0:
             raise UserError(f"task.dt must be positive, got {cfg['dt']}")
-        self.cfg, self.seed = cfg, seed
+        self.cfg, self.seed, self.encoder = cfg, seed, encoder
+        self.readout = cfg["readout"]
         self.input_size = cfg["channels"]
         self.split_sizes = {"val": cfg["val_size"], "test": cfg["test_size"]}
         if eval_limit is not None:
@@ -54,9 +55,9 @@ class SineTask(Task):
         }
 
     def encode(self, signal: Tensor, generator: torch.Generator) -> Tensor:
-        """[n, T + 1] signal -> [n, T, channels] spikes of f(x_0..x_{T-1})."""
+        """[n, T + 1] signal -> [n, T, channels] encoded f(x_0..x_{T-1}) / 2."""
         prob = (signal[:, :-1] / 2.0).unsqueeze(-1).expand(-1, -1, self.input_size)
-        return bernoulli_spikes(prob.contiguous(), generator)
+        return self.encoder(prob.contiguous(), generator)
 
     def train_batch(self, step: int, batch_size: int) -> tuple[Tensor, Tensor]:
         generator = make_generator(self.seed, TRAIN, step)
@@ -88,12 +89,12 @@ class SineTask(Task):
             self.snapshots[step] = model(x)[0][0, :, 0].cpu()
             model.train(was_training)
 
-    def write_figures(self, folder: Path) -> list[Path]:
+    def write_artifacts(self, model: nn.Module, folder: Path) -> list[Path]:
         if not self.snapshots:
             return []
         from snn_lstm.figures import plot_sine_predictions
 
-        path = folder / "sine_prediction.png"
+        path = folder / "figures" / "sine_prediction.png"
         plot_sine_predictions(
             self._eval_signals["test"][0, 1:], self._eval_spikes["test"][0], self.snapshots, path
         )

@@ -1,0 +1,125 @@
+"""IDX reading, MNIST/EMNIST/generic datasets and the sequential image tasks,
+on small IDX files that the tests write themselves (no network)."""
+
+import dataclasses
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from snn_lstm.data.idx import MNIST, emnist, load_split, read_idx, write_idx
+from snn_lstm.errors import UserError
+from snn_lstm.models import build_model
+from snn_lstm.tasks import build_task
+
+from conftest import write_tiny_idx
+
+
+def image_cfg(**changes):
+    cfg = {"name": "smnist", "kind": "image", "readout": "last", "hidden_size": 16, "dataset": "idx", "emnist_split": "balanced",
+           "folder": "tiny", "layout": "rows", "permutation_seed": 0, "val_size": 16}
+    return {**cfg, **changes}
+
+
+@pytest.mark.parametrize("name", ["a.idx", "a.idx.gz"])
+def test_idx_round_trip(tmp_path, name):
+    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    data, digest = read_idx(write_idx(tmp_path / name, array))
+    assert np.array_equal(data, array) and len(digest) == 64
+
+
+def test_corrupt_header_and_truncation_are_clear(tmp_path):
+    (tmp_path / "bad.idx").write_bytes(b"\x01\x02\x03\x04rest")
+    with pytest.raises(UserError, match="not an IDX file"):
+        read_idx(tmp_path / "bad.idx")
+    path = write_idx(tmp_path / "cut.idx", np.zeros((5, 4, 4), np.uint8))
+    path.write_bytes(path.read_bytes()[:-7])
+    with pytest.raises(UserError, match="damaged"):
+        read_idx(path)
+    (tmp_path / "broken.idx.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(UserError, match="cannot be read"):
+        read_idx(tmp_path / "broken.idx.gz")
+
+
+def test_mnist_checks_sizes_and_checksums(tmp_path):
+    write_tiny_idx(tmp_path / "mnist")
+    with pytest.raises(UserError, match="does not match its known checksum"):
+        load_split(MNIST, tmp_path, "train")
+    unchecked = dataclasses.replace(MNIST, sha256={})
+    with pytest.raises(UserError, match="has 96 examples, mnist has 60000"):
+        load_split(unchecked, tmp_path, "train")
+
+
+def test_missing_dataset_offline_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match=r"mnist is not in .*mnist .*set paths.data_dir"):
+        load_split(MNIST, tmp_path, "train")
+
+
+def test_emnist_images_are_transposed_back(tmp_path):
+    images = np.zeros((3, 28, 28), np.uint8)
+    images[:, 5, :] = 255  # stored: row 5 lit; EMNIST stores column-major, so it is column 5
+    for part in ("train", "test"):
+        write_idx(tmp_path / "emnist" / f"emnist-balanced-{part}-images-idx3-ubyte.gz", images)
+        write_idx(tmp_path / "emnist" / f"emnist-balanced-{part}-labels-idx1-ubyte.gz", np.array([0, 1, 46], np.uint8))
+    source = dataclasses.replace(emnist("balanced"), sizes={"train": 3, "test": 3})
+    loaded, labels = load_split(source, tmp_path, "train")
+    assert loaded[:, :, 5].min() == 255 and loaded[:, 5, :].sum() == 255 * 3
+    assert labels.tolist() == [0, 1, 46] and emnist("balanced").sizes == {"train": 112800, "test": 18800}
+
+
+def test_layouts(tiny_data_dir):
+    rows = build_task(image_cfg(), encoder="identity", data_dir=tiny_data_dir, seed=0, eval_limit=None)
+    pixels = build_task(image_cfg(layout="pixels"), encoder="identity", data_dir=tiny_data_dir, seed=0, eval_limit=None)
+    permuted = build_task(image_cfg(layout="permuted_pixels"), encoder="identity", data_dir=tiny_data_dir, seed=0, eval_limit=None)
+    again = build_task(image_cfg(layout="permuted_pixels"), encoder="identity", data_dir=tiny_data_dir, seed=5, eval_limit=None)
+    other = build_task(image_cfg(layout="permuted_pixels", permutation_seed=1), encoder="identity", data_dir=tiny_data_dir,
+                       seed=0, eval_limit=None)
+    image = rows.images["test"][:1]
+    assert rows.input_size == 28 and pixels.input_size == 1 and rows.output_size == 10
+    assert torch.equal(rows.sequences(image)[0], image[0].float() / 255)
+    assert torch.equal(pixels.sequences(image)[0, :, 0], image[0].flatten().float() / 255)
+    assert sorted(permuted.permutation.tolist()) == list(range(784))
+    assert torch.equal(permuted.permutation, again.permutation)  # fixed by permutation_seed, not by the run seed
+    assert not torch.equal(permuted.permutation, other.permutation)
+    assert torch.equal(permuted.sequences(image)[0, :, 0], image[0].flatten()[permuted.permutation].float() / 255)
+
+
+def test_bernoulli_batches_are_fresh_per_step_and_fixed_for_evaluation(tiny_data_dir):
+    task = build_task(image_cfg(), encoder="bernoulli", data_dir=tiny_data_dir, seed=0, eval_limit=None)
+    x0, y0 = task.train_batch(0, 8)
+    assert set(x0.unique().tolist()) <= {0.0, 1.0} and x0.shape == (8, 28, 28)
+    assert torch.equal(task.train_batch(0, 8)[0], x0)  # a step's batch is replayable
+    per_epoch = task.train_size // 8
+    assert not torch.equal(task.train_batch(per_epoch, 8)[1], y0)  # the next epoch is reshuffled
+    model = build_model({"name": "lstm", "hidden_size": 8, "num_layers": 1}, {}, 28, 10, "last")
+    assert task.evaluate(model, "test", torch.device("cpu")) == task.evaluate(model, "test", torch.device("cpu"))
+
+
+def test_val_split_is_held_out_from_training(tiny_data_dir):
+    task = build_task(image_cfg(val_size=16), encoder="identity", data_dir=tiny_data_dir, seed=0, eval_limit=None)
+    assert task.train_size == 96 - 16 and len(task.labels["val"]) == 16 and len(task.labels["test"]) == 40
+    with pytest.raises(UserError, match="val_size"):
+        build_task(image_cfg(val_size=96), encoder="identity", data_dir=tiny_data_dir, seed=0, eval_limit=None)
+
+
+def test_real_mnist_loads_when_present():
+    """Runs where the real data is (CI sets SNNLSTM_DATA_DIR); skipped elsewhere."""
+    import os
+    from pathlib import Path
+
+    data_dir = Path(os.environ.get("SNNLSTM_DATA_DIR", "data"))
+    if not (data_dir / "mnist" / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip("no MNIST copy in $SNNLSTM_DATA_DIR")
+    images, labels = load_split(MNIST, data_dir, "test")
+    assert images.shape == (10000, 28, 28) and np.bincount(labels).tolist()[:2] == [980, 1135]
+
+
+def test_gzip_and_raw_copies_are_both_found(tmp_path):
+    write_tiny_idx(tmp_path / "tiny")
+    gz = tmp_path / "tiny" / "t10k-labels-idx1-ubyte.gz"
+    (tmp_path / "tiny" / "t10k-labels-idx1-ubyte").write_bytes(gzip.decompress(gz.read_bytes()))
+    gz.unlink()
+    task = build_task(image_cfg(), encoder="identity", data_dir=tmp_path, seed=0, eval_limit=None)
+    assert len(task.labels["test"]) == 40
