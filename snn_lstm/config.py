@@ -52,6 +52,7 @@ class ImageTaskConfig:
     layout: str = "rows"  # rows, pixels or permuted_pixels
     permutation_seed: int = 0
     val_size: int = 5000  # the last training images, held out to pick best.pt
+    eval_draws: int = 1  # spike trains averaged per evaluation image (1: the paper's single draw)
 
 
 @dataclass
@@ -162,6 +163,7 @@ class TrainConfig:
 class EvaluateConfig:
     ckpt: str = MISSING
     split: str = "test"
+    draws: Optional[int] = None  # image tasks: spike trains averaged per image (None: the run's task.eval_draws)
     device: str = "cpu"
     tracking: TrackingConfig = MISSING
     paths: PathsConfig = MISSING

@@ -3,7 +3,8 @@ alone, print its metrics and log them into the checkpoint's MLflow run (at the
 checkpoint's step, under the same names as training: `test/...`).
 
 Only machine settings come from this command's config: where the data lives
-(`paths.data_dir`), the device and the tracking store.
+(`paths.data_dir`), the device and the tracking store; and `draws=K`, which scores
+an image task by averaging K spike trains per image (logged as `test/acc_drawsK`).
 """
 
 from __future__ import annotations
@@ -31,10 +32,15 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise UserError(f"split must be one of {', '.join(SPLITS)}, got '{cfg.split}'")
     checkpoint = load_checkpoint(cfg.ckpt)
     run_config = checkpoint["config"]
+    task_config = dict(run_config["task"])
+    if cfg.draws is not None:
+        if task_config["kind"] != "image":
+            raise UserError(f"draws applies to image tasks, and {cfg.ckpt} is a {task_config['name']} model: drop draws=")
+        task_config["eval_draws"] = cfg.draws
     device = select_device(cfg.device)
     setup_torch(run_config["trainer"]["threads"])
     task = build_task(
-        run_config["task"],
+        task_config,
         encoder=run_config["encoder"]["name"],
         data_dir=cfg.paths.data_dir,
         seed=run_config["seed"],
@@ -45,6 +51,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     model.load_state_dict(checkpoint["model"])
     model.to(device)
     metrics = evaluate_split(task, model, cfg.split, device)
+    if cfg.draws is not None:
+        metrics = {f"{name}_draws{cfg.draws}": value for name, value in metrics.items()}
     for name, value in metrics.items():
         print(f"{name}={value!r}")
 

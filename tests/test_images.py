@@ -13,7 +13,7 @@ from snn_lstm.errors import UserError
 from snn_lstm.models import build_model
 from snn_lstm.tasks import build_task
 
-from conftest import write_tiny_idx
+from conftest import TINY_IMAGES, snnlstm, write_tiny_idx
 
 
 def image_cfg(**changes):
@@ -97,6 +97,25 @@ def test_bernoulli_batches_are_fresh_per_step_and_fixed_for_evaluation(tiny_data
     assert task.evaluate(model, "test", torch.device("cpu")) == task.evaluate(model, "test", torch.device("cpu"))
 
 
+def test_evaluation_averages_the_probabilities_of_k_draws(tiny_data_dir):
+    from snn_lstm.encoders import SPLIT_STREAMS, bernoulli_spikes, make_generator
+
+    torch.manual_seed(0)
+    model = build_model({"name": "lstm", "hidden_size": 8, "num_layers": 1}, {}, 28, 10, "last").eval()
+    single = build_task(image_cfg(), encoder="bernoulli", data_dir=tiny_data_dir, seed=0, eval_limit=None)
+    triple = build_task(image_cfg(eval_draws=3), encoder="bernoulli", data_dir=tiny_data_dir, seed=0, eval_limit=None)
+    x, y = single.sequences(single.images["test"]), single.labels["test"]  # 40 images: one evaluation batch
+    with torch.no_grad():
+        probs = [model(bernoulli_spikes(x, make_generator(k, SPLIT_STREAMS["test"], 0)))[0].softmax(-1) for k in range(3)]
+    one, mean = probs[0], sum(probs) / 3
+    assert single.evaluate(model, "test", torch.device("cpu")) == pytest.approx(
+        {"acc": (one.argmax(-1) == y).float().mean().item(), "loss": -one[range(40), y].log().mean().item()}, rel=1e-5)
+    assert triple.evaluate(model, "test", torch.device("cpu")) == pytest.approx(
+        {"acc": (mean.argmax(-1) == y).float().mean().item(), "loss": -mean[range(40), y].log().mean().item()}, rel=1e-5)
+    with pytest.raises(UserError, match="eval_draws must be at least 1"):
+        build_task(image_cfg(eval_draws=0), encoder="bernoulli", data_dir=tiny_data_dir, seed=0, eval_limit=None)
+
+
 def test_val_split_is_held_out_from_training(tiny_data_dir):
     task = build_task(image_cfg(val_size=16), encoder="identity", data_dir=tiny_data_dir, seed=0, eval_limit=None)
     assert task.train_size == 96 - 16 and len(task.labels["val"]) == 16 and len(task.labels["test"]) == 40
@@ -123,3 +142,14 @@ def test_gzip_and_raw_copies_are_both_found(tmp_path):
     gz.unlink()
     task = build_task(image_cfg(), encoder="identity", data_dir=tmp_path, seed=0, eval_limit=None)
     assert len(task.labels["test"]) == 40
+
+
+def test_evaluate_scores_a_checkpoint_with_k_draws(tmp_path, tiny_data_dir, cli_env):
+    run_dir = tmp_path / "runs"
+    snnlstm(["train", "task=smnist", *TINY_IMAGES, "trainer=smoke", "task.hidden_size=8", f"paths.data_dir={tiny_data_dir}",
+             f"paths.run_dir={run_dir}", "tracking=none", "run_name=img"], tmp_path, cli_env)
+    ckpt = run_dir / "smnist/img/last.pt"
+    out = snnlstm(["evaluate", f"ckpt={ckpt}", "draws=4", f"paths.data_dir={tiny_data_dir}", f"paths.run_dir={run_dir}",
+                   "tracking=none"], tmp_path, cli_env).stdout
+    printed = dict(line.split("=", 1) for line in out.split())
+    assert set(printed) == {"test/acc_draws4", "test/loss_draws4"} and 0 <= float(printed["test/acc_draws4"]) <= 1

@@ -43,6 +43,31 @@ def test_wikitext_paper_split_uses_the_excerpt_and_12000_test_characters(tmp_pat
     assert "game" in splits.train and "story" in splits.test and len(splits.test) == min(12000, len(splits.test))
 
 
+def test_missing_texts_are_fetched_from_their_sources_or_named_offline(tmp_path, monkeypatch):
+    import io
+    import snn_lstm.data.text as text
+
+    train = ("= game =\n" + "the story of a game .\n" * 4000).encode()
+    served = {text.ALICE_URL: ("*** START OF X\n" + BODY + "*** END OF X\n").encode(),
+              text.WIKITEXT_URL + "train.txt": train, text.WIKITEXT_URL + "test.txt": b"a test story .\n"}
+    asked = []
+
+    def urlopen(url, timeout):
+        asked.append(url)
+        return io.BytesIO(served[url])
+
+    with pytest.raises(UserError, match="alice.txt is missing and cannot be downloaded here"):
+        load_text("alice", "full", tmp_path)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("SNNLSTM_OFFLINE")
+    monkeypatch.setattr(text.urllib.request, "urlopen", urlopen)
+    assert load_text("alice", "full", tmp_path).train.startswith(BODY[:20].lower())
+    splits = load_text("wikitext2", "paper", tmp_path)
+    assert splits.train == train[: text.WIKITEXT_EXCERPT_BYTES].decode().lower() and splits.test == "a test story .\n"
+    load_text("wikitext2", "paper", tmp_path)  # now from the copies
+    assert sorted(asked) == sorted(served)
+
+
 def test_empty_and_binary_texts_are_clear_errors(tmp_path):
     write_texts(tmp_path, body="")
     (tmp_path / "text" / "alice.txt").write_text("")
@@ -82,6 +107,27 @@ def test_perplexity_of_a_uniform_model_is_the_vocabulary_size(tmp_path):
     metrics = task.evaluate(Uniform(len(task.vocab)), "test", torch.device("cpu"))
     assert metrics["perplexity"] == pytest.approx(len(task.vocab), rel=1e-6)
     assert metrics["bpc"] == pytest.approx(math.log2(len(task.vocab)), rel=1e-6)
+
+
+def test_perplexity_of_a_skewed_model_matches_the_hand_computed_value(tmp_path):
+    write_texts(tmp_path)
+    task = build_task(lm_cfg(), encoder="bernoulli", data_dir=tmp_path, seed=0, eval_limit=None)
+    size = len(task.vocab)
+
+    targets = task.ids["test"][1:]
+    favourite = int(targets.mode().values)
+
+    class Favours(Uniform):  # logit ln 3 on one token: p(it) = 3 / (V + 2), p(any other) = 1 / (V + 2)
+        def forward(self, x, state=None):
+            logits, state = super().forward(x, state)
+            logits[..., favourite] = math.log(3.0)
+            return logits, state
+
+    hits = int((targets == favourite).sum())
+    nll = (hits * math.log((size + 2) / 3) + (len(targets) - hits) * math.log(size + 2)) / len(targets)
+    metrics = task.evaluate(Favours(size), "test", torch.device("cpu"))
+    assert hits > 0
+    assert metrics["perplexity"] == pytest.approx(math.exp(nll), rel=1e-6)
 
 
 def test_every_test_token_after_the_first_is_predicted_once(tmp_path):

@@ -8,8 +8,10 @@ splits and vocabularies.
     wikitext2  WikiText-2 (tokenised, with <unk>), lower-cased.
                paper split: the 52,546-byte excerpt of the training split that the
                authors used, and the first 12,000 characters of the test split;
-               full: the official train and test splits (the training split is
-               fetched when a network exists).
+               full: the official train and test splits.
+
+A missing file is downloaded from its public source when a network exists
+(Alice from Project Gutenberg, WikiText-2 from pytorch/examples).
 
 Vocabularies are built from the training text alone; whatever the test text adds
 maps to an unknown symbol.
@@ -33,9 +35,9 @@ TEXTS = ("alice", "wikitext2")
 SPLITS = ("paper", "full")
 UNKNOWN = "<unk>"
 PAPER_TRAIN_CHARS, PAPER_TEST_CHARS = 52000, 12000
-WIKITEXT_TRAIN_URL = (
-    "https://raw.githubusercontent.com/pytorch/examples/main/word_language_model/data/wikitext-2/train.txt"
-)
+ALICE_URL = "https://www.gutenberg.org/cache/epub/11/pg11.txt"
+WIKITEXT_URL = "https://raw.githubusercontent.com/pytorch/examples/main/word_language_model/data/wikitext-2/"
+WIKITEXT_EXCERPT_BYTES = 52546
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ def load_text(name: str, split: str, data_dir: str | Path) -> TextSplits:
         raise UserError(f"task.split must be one of {', '.join(SPLITS)}, got '{split}'")
     folder = Path(data_dir) / "text"
     if name == "alice":
-        path = folder / "alice.txt"
+        path = _local_or_fetched(folder / "alice.txt", ALICE_URL)
         body = gutenberg_body(_read(path), path).lower()
         if split == "paper":
             if len(body) < PAPER_TRAIN_CHARS + PAPER_TEST_CHARS:
@@ -85,29 +87,37 @@ def load_text(name: str, split: str, data_dir: str | Path) -> TextSplits:
         cut = int(0.9 * len(body))
         return TextSplits(body[:cut], body[cut:])
     wiki = folder / "wikitext-2"
-    test = _read(wiki / "wiki.test.tokens").lower()
+    test = _read(_local_or_fetched(wiki / "wiki.test.tokens", WIKITEXT_URL + "test.txt")).lower()
     if split == "paper":
-        return TextSplits(_read(wiki / "wiki.train.excerpt.tokens").lower(), test[:PAPER_TEST_CHARS])
-    return TextSplits(_read(_wikitext_train(wiki)).lower(), test)
+        return TextSplits(_read(_wikitext_excerpt(wiki)).lower(), test[:PAPER_TEST_CHARS])
+    return TextSplits(_read(_local_or_fetched(wiki / "wiki.train.tokens", WIKITEXT_URL + "train.txt")).lower(), test)
 
 
-def _wikitext_train(folder: Path) -> Path:
-    path = folder / "wiki.train.tokens"
+def _wikitext_excerpt(folder: Path) -> Path:
+    """The authors' training text: the first 52,546 bytes of WikiText-2's training split."""
+    path = folder / "wiki.train.excerpt.tokens"
+    if not path.is_file():
+        train = _local_or_fetched(folder / "wiki.train.tokens", WIKITEXT_URL + "train.txt")
+        path.write_bytes(train.read_bytes()[:WIKITEXT_EXCERPT_BYTES])
+    return path
+
+
+def _local_or_fetched(path: Path, url: str) -> Path:
+    """`path` if it exists, else downloaded from `url` (its public source) into `path`."""
     if path.is_file():
         return path
     if offline():
-        raise UserError(
-            f"{path} is missing and cannot be downloaded here: put WikiText-2's training split there "
-            "or use task.split=paper (the excerpt)"
-        )
-    log.info("downloading the WikiText-2 training split from %s", WIKITEXT_TRAIN_URL)
+        raise UserError(f"{path} is missing and cannot be downloaded here: put the file there or set paths.data_dir")
+    log.info("downloading %s from %s", path.name, url)
     try:
-        with urllib.request.urlopen(WIKITEXT_TRAIN_URL, timeout=60) as response:
+        with urllib.request.urlopen(url, timeout=60) as response:
             data = response.read()
     except OSError as error:
-        raise UserError(f"{path} is missing and downloading it failed ({error}): put the file there")
-    folder.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+        raise UserError(f"{path} is missing and downloading it from {url} failed ({error}): put the file there")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(path.suffix + ".partial")
+    partial.write_bytes(data)
+    partial.replace(path)
     return path
 
 

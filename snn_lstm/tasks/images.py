@@ -8,6 +8,11 @@ The encoder turns p into the network input (Bernoulli spikes by default, redrawn
 every training pass, drawn with a fixed seed for evaluation). Readout: softmax over
 the classes on h_T; loss cross-entropy; metric accuracy.
 
+Evaluation may present each image `eval_draws` = K times (K independent spike
+trains, as a longer rate-coded presentation would) and average the class
+probabilities, p = (1/K) sum_k softmax(z_k); K = 1 (the default) is the paper's
+protocol, a single draw.
+
 The last `val_size` training images are held out for validation (best.pt is chosen
 on them, never on the test set).
 """
@@ -39,6 +44,9 @@ class SequentialImageTask(Task):
             raise UserError(f"task.layout must be one of {', '.join(LAYOUTS)}, got '{cfg['layout']}'")
         self.cfg, self.encoder, self.seed = cfg, encoder, seed
         self.readout = cfg["readout"]
+        self.eval_draws = cfg.get("eval_draws", 1)  # checkpoints written before the option have none
+        if self.eval_draws < 1:
+            raise UserError(f"task.eval_draws must be at least 1, got {self.eval_draws}")
         source = {"mnist": lambda: MNIST, "emnist": lambda: emnist(cfg["emnist_split"]),
                   "idx": lambda: generic(cfg["folder"] or "")}.get(cfg["dataset"])
         if source is None:
@@ -103,12 +111,15 @@ class SequentialImageTask(Task):
         images, labels = self.images[split], self.labels[split]
         correct, loss_sum = 0, 0.0
         for batch, start in enumerate(range(0, len(labels), EVAL_BATCH)):
-            generator = make_generator(0, SPLIT_STREAMS[split], batch)
-            x = self.encoder(self.sequences(images[start : start + EVAL_BATCH]), generator).to(device)
+            sequences = self.sequences(images[start : start + EVAL_BATCH])
             y = labels[start : start + EVAL_BATCH].to(device)
-            logits, _ = model(x)
-            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += (logits.argmax(-1) == y).sum().item()
+            # log of the mean probability over the draws; draw 0 is the single-draw protocol
+            log_probs = torch.stack([
+                F.log_softmax(model(self.encoder(sequences, make_generator(draw, SPLIT_STREAMS[split], batch)).to(device))[0], -1)
+                for draw in range(self.eval_draws)
+            ]).logsumexp(0) - math.log(self.eval_draws)
+            loss_sum += F.nll_loss(log_probs, y, reduction="sum").item()
+            correct += (log_probs.argmax(-1) == y).sum().item()
         return {"acc": correct / len(labels), "loss": loss_sum / len(labels)}
 
     def steps_for_epochs(self, epochs: float, batch_size: int) -> int:
