@@ -45,6 +45,8 @@ def test_wikitext_paper_split_uses_the_excerpt_and_12000_test_characters(tmp_pat
 
 def test_missing_texts_are_fetched_from_their_sources_or_named_offline(tmp_path, monkeypatch):
     import io
+    import urllib.request
+
     import snn_lstm.data.text as text
 
     train = ("= game =\n" + "the story of a game .\n" * 4000).encode()
@@ -60,7 +62,7 @@ def test_missing_texts_are_fetched_from_their_sources_or_named_offline(tmp_path,
         load_text("alice", "full", tmp_path)
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.delenv("SNNLSTM_OFFLINE")
-    monkeypatch.setattr(text.urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
     assert load_text("alice", "full", tmp_path).train.startswith(BODY[:20].lower())
     splits = load_text("wikitext2", "paper", tmp_path)
     assert splits.train == train[: text.WIKITEXT_EXCERPT_BYTES].decode().lower() and splits.test == "a test story .\n"

@@ -113,8 +113,10 @@ def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("SNNLSTM_OFFLINE") == "1"
 
 
-def _download(url: str, target: Path) -> None:
+def download(url: str, target: Path) -> None:
+    """`url` into `target`, through a partial file so that an interrupted download leaves nothing."""
     log.info("downloading %s", url)
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(target.suffix + ".part")
     with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
         shutil.copyfileobj(response, out)
@@ -128,7 +130,7 @@ def fetch(source: IdxSource, folder: Path) -> None:
     if source.archive:
         archive = folder / Path(source.archive).name
         if not archive.exists():
-            _download(source.archive, archive)
+            download(source.archive, archive)
         with zipfile.ZipFile(archive) as bundle:
             for member in bundle.namelist():
                 if Path(member).name in {f"{stem}.gz" for stem in stems}:
@@ -137,7 +139,7 @@ def fetch(source: IdxSource, folder: Path) -> None:
     for stem in stems:
         for mirror in source.urls:
             try:
-                _download(mirror + f"{stem}.gz", folder / f"{stem}.gz")
+                download(mirror + f"{stem}.gz", folder / f"{stem}.gz")
                 break
             except OSError as error:
                 log.warning("could not fetch %s from %s: %s", stem, mirror, error)

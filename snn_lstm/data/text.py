@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import logging
 import re
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from snn_lstm.data.idx import offline
+from snn_lstm.data.idx import download, offline
 from snn_lstm.errors import UserError
 
 log = logging.getLogger("snnlstm.data")
@@ -108,16 +107,10 @@ def _local_or_fetched(path: Path, url: str) -> Path:
         return path
     if offline():
         raise UserError(f"{path} is missing and cannot be downloaded here: put the file there or set paths.data_dir")
-    log.info("downloading %s from %s", path.name, url)
     try:
-        with urllib.request.urlopen(url, timeout=60) as response:
-            data = response.read()
+        download(url, path)
     except OSError as error:
         raise UserError(f"{path} is missing and downloading it from {url} failed ({error}): put the file there")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(path.suffix + ".partial")
-    partial.write_bytes(data)
-    partial.replace(path)
     return path
 
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from snn_lstm.data.text import UNKNOWN, Vocabulary, load_text, words
+from snn_lstm.data.text import Vocabulary, load_text, words
 from snn_lstm.encoders import SPLIT_STREAMS, TRAIN, make_generator
 from snn_lstm.errors import UserError
 from snn_lstm.tasks.base import Task
@@ -179,5 +179,3 @@ def _stable_hash(text: str) -> int:
     str hash changes from process to process, this one does not."""
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "little")
 
-
-__all__ = ["LanguageModelTask", "UNKNOWN"]
