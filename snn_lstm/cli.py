@@ -12,6 +12,7 @@ VERBS = {
     "evaluate": ("snn_lstm.evaluate", "evaluate a checkpoint on a split (snnlstm evaluate ckpt=PATH)"),
     "generate": ("snn_lstm.generate", "sample text from a trained language model (snnlstm generate ckpt=PATH prompt=...)"),
     "bench": ("snn_lstm.bench", "time the spiking LSTM against torch.nn.LSTM (speed, memory)"),
+    "report": ("snn_lstm.report", "rebuild the paper's tables and figures from the MLflow runs (format=md|html)"),
 }
 
 USAGE = "usage: snnlstm VERB [HYDRA ARGS...]\n\nverbs:\n" + "\n".join(

@@ -74,6 +74,40 @@ class LanguageTaskConfig:
 
 
 @dataclass
+class SpeechTaskConfig:
+    name: str = "fsdd"
+    kind: str = "speech"
+    readout: str = "last"  # the paper: softmax on h_T
+    hidden_size: int = 200
+    speakers: List[str] = field(default_factory=lambda: ["jackson", "nicolas", "theo", "yweweler"])  # the paper's 4
+    test_speakers: Optional[List[str]] = None  # None: the training speakers
+    val_from_index: int = 45  # training indices 5-49: [5, 45) train, [45, 50) validation
+    num_samples: int = 8192  # every recording cut or zero-padded to this length
+    layout: str = "averaged"  # averaged (the paper's: steps x C/steps) or frames (frames x C)
+    steps: int = 8  # averaged layout: 336 scattering coefficients as 8 steps of 42
+    eval_draws: int = 1  # spike trains averaged per evaluation recording
+    frontend: Any = None  # the frontend group
+
+
+@dataclass
+class ScatteringConfig:
+    name: str = "scattering"
+    J: int = 8  # averaging scale 2^J samples
+    Q: int = 12  # wavelets per octave (first order)
+    log_eps: float = 1e-6
+
+
+@dataclass
+class MelConfig:
+    name: str = MISSING  # mfcc or logmel
+    n_mfcc: int = 40  # mfcc only
+    n_mels: int = 40
+    n_fft: int = 256  # 32 ms at 8 kHz
+    hop_length: int = 128  # 16 ms
+    log_eps: float = 1e-6  # logmel only
+
+
+@dataclass
 class EncoderConfig:
     name: str = "bernoulli"  # bernoulli or identity
 
@@ -199,16 +233,29 @@ class BenchConfig:
     paths: PathsConfig = MISSING
 
 
+@dataclass
+class ReportConfig:
+    format: str = "md"  # md (a Markdown file per table) or html (one self-contained page)
+    out_dir: str = "reports"
+    paper_values: str = "experiments/paper_values.yaml"
+    tracking: TrackingConfig = MISSING
+    paths: PathsConfig = MISSING
+
+
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="schema_train", node=TrainConfig)
     cs.store(name="schema_evaluate", node=EvaluateConfig)
     cs.store(name="schema_bench", node=BenchConfig)
     cs.store(name="schema_generate", node=GenerateConfig)
+    cs.store(name="schema_report", node=ReportConfig)
     for group, name, node in (
         ("task", "sine", SineTaskConfig),
         ("task", "image", ImageTaskConfig),
         ("task", "language", LanguageTaskConfig),
+        ("task", "speech", SpeechTaskConfig),
+        ("frontend", "scattering", ScatteringConfig),
+        ("frontend", "mel", MelConfig),
         ("encoder", "encoder", EncoderConfig),
         ("model", "slstm", SpikingLSTMConfig),
         ("model", "lstm", LSTMConfig),

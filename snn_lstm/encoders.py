@@ -19,8 +19,8 @@ from torch import Tensor
 from snn_lstm.errors import UserError
 
 # Streams: independent sequences of draws for each purpose.
-TRAIN, VAL, TEST, TRAIN_ORDER = 0, 1, 2, 3
-SPLIT_STREAMS = {"val": VAL, "test": TEST}
+TRAIN, VAL, TEST, TRAIN_ORDER, TRAIN_EVAL = 0, 1, 2, 3, 4
+SPLIT_STREAMS = {"train": TRAIN_EVAL, "val": VAL, "test": TEST}  # evaluation draws of each split
 
 
 def make_generator(seed: int, stream: int, index: int = 0) -> torch.Generator:

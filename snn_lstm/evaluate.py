@@ -24,18 +24,16 @@ from snn_lstm.tracking import make_tracker
 from snn_lstm.train import evaluate_split, select_device, setup_torch
 
 log = logging.getLogger("snnlstm.evaluate")
-SPLITS = ("val", "test")
+CLASSIFICATION_KINDS = ("image", "speech")
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    if cfg.split not in SPLITS:
-        raise UserError(f"split must be one of {', '.join(SPLITS)}, got '{cfg.split}'")
     checkpoint = load_checkpoint(cfg.ckpt)
     run_config = checkpoint["config"]
     task_config = dict(run_config["task"])
     if cfg.draws is not None:
-        if task_config["kind"] != "image":
-            raise UserError(f"draws applies to image tasks, and {cfg.ckpt} is a {task_config['name']} model: drop draws=")
+        if task_config["kind"] not in CLASSIFICATION_KINDS:
+            raise UserError(f"draws applies to image and speech tasks, and {cfg.ckpt} is a {task_config['name']} model: drop draws=")
         task_config["eval_draws"] = cfg.draws
     device = select_device(cfg.device)
     setup_torch(run_config["trainer"]["threads"])
@@ -47,6 +45,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         eval_limit=run_config["trainer"]["eval_limit"],
         cache_dir=cfg.paths.cache_dir,
     )
+    splits = ("val", *task.final_splits)
+    if cfg.split not in splits:
+        raise UserError(f"split must be one of {', '.join(splits)} for {task.name}, got '{cfg.split}'")
     model = build_model(**checkpoint["model_args"])
     model.load_state_dict(checkpoint["model"])
     model.to(device)

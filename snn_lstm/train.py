@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from snn_lstm.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from snn_lstm.config import CONFIG_PATH, instantiate, to_plain
+from snn_lstm.energy import energy_metrics
 from snn_lstm.errors import UserError, reports_user_errors, run_reporting_errors
 from snn_lstm.models import build_model, model_args
 from snn_lstm.tasks import build_task
@@ -282,10 +283,16 @@ def _train_loop(
                 checkpoint(out_dir / "best.pt", done, metrics)
             checkpoint(out_dir / "last.pt", done, metrics)
 
-    test_metrics = evaluate_split(task, model, "test", device)
-    tracker.log_metrics(test_metrics, steps)
-    log.info("test (step %d): %s", steps, _format(test_metrics))
-    checkpoint(out_dir / "last.pt", steps, test_metrics)
+    final_metrics: dict[str, float] = {}
+    for split in task.final_splits:
+        final_metrics.update(evaluate_split(task, model, split, device))
+    log.info("final (step %d): %s", steps, _format(final_metrics))
+    with torch.no_grad():
+        activity = energy_metrics(model.backbone, task.sample_inputs(trainer["batch_size"]).transpose(0, 1).to(device))
+    log.info("activity and energy proxy: %s", _format(activity))
+    final_metrics.update(activity)
+    tracker.log_metrics(final_metrics, steps)
+    checkpoint(out_dir / "last.pt", steps, final_metrics)
 
     for artifact in task.write_artifacts(model, out_dir):
         tracker.log_artifact(artifact, str(artifact.parent.relative_to(out_dir)) if artifact.parent != out_dir else None)

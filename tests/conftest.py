@@ -56,12 +56,31 @@ def write_texts(root: Path, body: str = TINY_BODY) -> Path:
     return root
 
 
+def write_tiny_fsdd(root: Path, speakers=("jackson", "theo"), indices=(0, 1, 5, 6, 45), seconds: float = 0.25) -> Path:
+    """`fsdd/recordings/` of synthetic 8 kHz tones, one pitch per digit, so a model can
+    tell the digits apart; the speakers differ in loudness and noise."""
+    import numpy as np
+    import soundfile
+
+    folder = root / "fsdd" / "recordings"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    t = np.arange(int(8000 * seconds)) / 8000
+    for s, speaker in enumerate(speakers):
+        for digit in range(10):
+            for index in indices:
+                wave = (0.3 + 0.2 * s) * np.sin(2 * np.pi * (300 + 150 * digit) * t) + 0.02 * rng.standard_normal(len(t))
+                soundfile.write(folder / f"{digit}_{speaker}_{index}.wav", wave.astype(np.float32), 8000, subtype="PCM_16")
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory) -> Path:
     """paths.data_dir with small stand-ins for every dataset (see TINY)."""
     root = tmp_path_factory.mktemp("data")
     write_tiny_idx(root / "tiny")
     write_texts(root)
+    write_tiny_fsdd(root)
     return root
 
 
@@ -70,6 +89,7 @@ TINY = {
     "sine": [],
     "image": ["task.dataset=idx", "task.folder=tiny", "task.val_size=16"],
     "language": ["task.split=full", "task.bptt=10", "task.w2v_epochs=1"],
+    "speech": ["task.speakers=[jackson,theo]", "task.num_samples=2048"],
 }
 TINY_IMAGES = TINY["image"]
 

@@ -19,7 +19,8 @@ STEPS = ["trainer.steps=2", "trainer.epochs=null", "trainer.eval_every=1", "trai
 
 def test_there_are_experiments():
     assert {"paper/fig4/slstm", "paper/table1/slstm", "paper/table1/lstm", "paper/table2/slstm", "paper/table2/lstm",
-            "paper/fig6/alpha_grid", "beyond/psmnist/slstm"} <= set(EXPERIMENTS)
+            "paper/fig6/alpha_grid", "beyond/psmnist/slstm", "paper/fsdd/slstm", "paper/fsdd/lstm",
+            "beyond/fsdd/slstm", "beyond/fsdd/lstm"} <= set(EXPERIMENTS)
     assert len([e for e in EXPERIMENTS if e.startswith("paper/table3/")]) == 8
 
 

@@ -153,3 +153,18 @@ def test_backward_memory_is_compact():
     floats = 4 * T * B * H * 4
     bits = T * B * H
     assert sum(saved.values()) <= floats + bits + 4 * (T * B * I + 2 * B * H + 4 * H * (I + H))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("surrogate, cell_grad", list(itertools.product(SURROGATES, ["straight_through", "surrogate"])))
+def test_torch_engine_on_cuda_equals_the_cpu_reference(surrogate, cell_grad):
+    reference, fused = make_pair("torch", (9, 6, 5, 7, 2), surrogate, cell_grad)
+    fused = fused.cuda()
+    x = (torch.rand(9, 6, 5, dtype=torch.float64) < 0.5).double()
+    state = tuple((torch.rand(2, 6, 7, dtype=torch.float64) < 0.5).double() for _ in range(2))
+    ups = torch.randn(9, 6, 7, dtype=torch.float64), torch.randn(2, 6, 7, dtype=torch.float64), torch.randn(2, 6, 7, dtype=torch.float64)
+    out_ref, hn_ref, cn_ref, grads_ref = run(reference, x, state, *ups)
+    out, hn, cn, grads = run(fused, x.cuda(), tuple(s.cuda() for s in state), *(u.cuda() for u in ups))
+    assert torch.equal(out.cpu(), out_ref) and torch.equal(hn.cpu(), hn_ref) and torch.equal(cn.cpu(), cn_ref)
+    for name, expected in grads_ref.items():
+        assert_close_relative(grads[name].cpu(), expected, name)

@@ -10,9 +10,11 @@ from snn_lstm.tasks.base import Task
 from snn_lstm.tasks.images import SequentialImageTask
 from snn_lstm.tasks.language import LanguageModelTask
 from snn_lstm.tasks.sine import SineTask
+from snn_lstm.tasks.speech import SpokenDigitTask
 
 # task.kind -> implementation; several task configs share one (smnist, pmnist, ...)
-TASKS: dict[str, type[Task]] = {"sine": SineTask, "image": SequentialImageTask, "language": LanguageModelTask}
+TASKS: dict[str, type[Task]] = {"sine": SineTask, "image": SequentialImageTask, "language": LanguageModelTask,
+                                 "speech": SpokenDigitTask}
 
 
 def build_task(

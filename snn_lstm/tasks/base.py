@@ -22,6 +22,7 @@ class Task:
     readout: str  # "last", "mean" or "sequence" (from task.readout), see snn_lstm.models
     monitor: str  # validation metric that picks best.pt
     monitor_mode: str  # "min" or "max"
+    final_splits: tuple[str, ...] = ("test",)  # scored once training ends
     carries_state = False  # truncated BPTT: the recurrent state flows from one step's batch into the next
 
     def train_batch(self, step: int, batch_size: int) -> tuple[Tensor, Tensor]:
@@ -35,9 +36,14 @@ class Task:
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def sample_inputs(self, count: int) -> Tensor:
+        """`count` network inputs [B, T, I] to measure the model's activity on
+        (firing rates, energy proxy): by default the first training batch."""
+        return self.train_batch(0, count)[0]
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
-        """Metrics of `model` on `split` ("val" or "test"), without a leading split name."""
+        """Metrics of `model` on `split` ("val", "test" or one of final_splits), without a leading split name."""
         raise NotImplementedError
 
     def steps_for_epochs(self, epochs: float, batch_size: int) -> int:

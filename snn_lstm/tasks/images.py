@@ -6,12 +6,8 @@ Layouts of an H x W image with intensities p = pixel / 255:
     permuted_pixels  as pixels, in a fixed random order drawn from permutation_seed
 The encoder turns p into the network input (Bernoulli spikes by default, redrawn on
 every training pass, drawn with a fixed seed for evaluation). Readout: softmax over
-the classes on h_T; loss cross-entropy; metric accuracy.
-
-Evaluation may present each image `eval_draws` = K times (K independent spike
-trains, as a longer rate-coded presentation would) and average the class
-probabilities, p = (1/K) sum_k softmax(z_k); K = 1 (the default) is the paper's
-protocol, a single draw.
+the classes on h_T; batching, loss and scoring (also `eval_draws`) in
+snn_lstm.tasks.classification.
 
 The last `val_size` training images are held out for validation (best.pt is chosen
 on them, never on the test set).
@@ -19,34 +15,23 @@ on them, never on the test set).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from snn_lstm.data.idx import MNIST, emnist, generic, load_split
-from snn_lstm.encoders import SPLIT_STREAMS, TRAIN, TRAIN_ORDER, make_generator
 from snn_lstm.errors import UserError
-from snn_lstm.tasks.base import Task
+from snn_lstm.tasks.classification import ClassificationTask
 
 LAYOUTS = ("rows", "pixels", "permuted_pixels")
-EVAL_BATCH = 1000
 
 
-class SequentialImageTask(Task):
-    monitor = "acc"
-    monitor_mode = "max"
-
+class SequentialImageTask(ClassificationTask):
     def __init__(self, cfg: dict[str, Any], encoder, seed: int, eval_limit: int | None, data_dir: str, cache_dir: str):
         if cfg["layout"] not in LAYOUTS:
             raise UserError(f"task.layout must be one of {', '.join(LAYOUTS)}, got '{cfg['layout']}'")
-        self.cfg, self.encoder, self.seed = cfg, encoder, seed
-        self.readout = cfg["readout"]
-        self.eval_draws = cfg.get("eval_draws", 1)  # checkpoints written before the option have none
-        if self.eval_draws < 1:
-            raise UserError(f"task.eval_draws must be at least 1, got {self.eval_draws}")
+        super().__init__(cfg, encoder, seed)
         source = {"mnist": lambda: MNIST, "emnist": lambda: emnist(cfg["emnist_split"]),
                   "idx": lambda: generic(cfg["folder"] or "")}.get(cfg["dataset"])
         if source is None:
@@ -81,10 +66,6 @@ class SequentialImageTask(Task):
             generator = torch.Generator().manual_seed(cfg["permutation_seed"])
             self.permutation = torch.randperm(height * width, generator=generator)
 
-    @property
-    def train_size(self) -> int:
-        return len(self.labels["train"])
-
     def sequences(self, images: Tensor) -> Tensor:
         """uint8 [n, H, W] -> intensities [n, T, I] in the task's layout."""
         values = images.float().div_(255.0)
@@ -93,34 +74,5 @@ class SequentialImageTask(Task):
         values = values.reshape(len(values), -1, 1)
         return values[:, self.permutation] if self.permutation is not None else values
 
-    def train_batch(self, step: int, batch_size: int) -> tuple[Tensor, Tensor]:
-        per_epoch = self.train_size // batch_size
-        if per_epoch == 0:
-            raise UserError(f"trainer.batch_size {batch_size} exceeds the {self.train_size} training images")
-        epoch, position = divmod(step, per_epoch)
-        order = torch.randperm(self.train_size, generator=make_generator(self.seed, TRAIN_ORDER, epoch))
-        index = order[position * batch_size : (position + 1) * batch_size]
-        inputs = self.encoder(self.sequences(self.images["train"][index]), make_generator(self.seed, TRAIN, step))
-        return inputs, self.labels["train"][index]
-
-    def loss(self, output: Tensor, target: Tensor) -> Tensor:
-        return F.cross_entropy(output, target)
-
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
-        images, labels = self.images[split], self.labels[split]
-        correct, loss_sum = 0, 0.0
-        for batch, start in enumerate(range(0, len(labels), EVAL_BATCH)):
-            sequences = self.sequences(images[start : start + EVAL_BATCH])
-            y = labels[start : start + EVAL_BATCH].to(device)
-            # log of the mean probability over the draws; draw 0 is the single-draw protocol
-            log_probs = torch.stack([
-                F.log_softmax(model(self.encoder(sequences, make_generator(draw, SPLIT_STREAMS[split], batch)).to(device))[0], -1)
-                for draw in range(self.eval_draws)
-            ]).logsumexp(0) - math.log(self.eval_draws)
-            loss_sum += F.nll_loss(log_probs, y, reduction="sum").item()
-            correct += (log_probs.argmax(-1) == y).sum().item()
-        return {"acc": correct / len(labels), "loss": loss_sum / len(labels)}
-
-    def steps_for_epochs(self, epochs: float, batch_size: int) -> int:
-        return math.ceil(epochs * (self.train_size // batch_size))
+    def values(self, split: str, index: Tensor | slice) -> Tensor:
+        return self.sequences(self.images[split][index])

@@ -1,0 +1,91 @@
+"""Sparsity and an energy proxy: how often each part of the spiking LSTM fires, how
+many synaptic operations that costs, and what the same work would cost a plain LSTM.
+
+Counted per sample over the recurrent layers (the linear readout is the same in
+both models and left out). For layer l with H units, input x_t and output h_t:
+
+    spiking LSTM  every nonzero input spike triggers 4H accumulates (one per gate
+                  row of W_ih), every spike of h_{t-1} 4H more (W_hh):
+                      AC_l  = 4H * sum_t (nnz(x_t) + nnz(h_{t-1}))
+                  a real-valued input (word vectors, intensities with
+                  encoder=identity) is multiplied instead: MAC_l = 4H * T * I
+    plain LSTM    MAC_l = 4H * T * (I + H)  (dense products, every step)
+
+Energy with the per-operation costs of 32-bit floating point in 45 nm CMOS from
+M. Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC
+2014: an addition 0.9 pJ, a multiplication 3.7 pJ, so an accumulate (AC) costs
+0.9 pJ and a multiply-accumulate (MAC) 4.6 pJ:
+
+    E_spiking = 0.9 pJ * AC + 4.6 pJ * MAC_real_inputs,    E_lstm = 4.6 pJ * MAC
+
+The proxy counts synaptic operations only (no gate nonlinearities, no memory
+traffic), the convention of the SNN literature; it is a ratio to compare models,
+not a hardware measurement.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from snn_lstm.spiking.lstm import SpikingLSTM, spiking_lstm_step
+
+AC_PJ = 0.9  # Horowitz 2014, 45 nm: 32-bit float add
+MAC_PJ = 0.9 + 3.7  # 32-bit float multiply + add
+ENERGY_SOURCE = "Horowitz, ISSCC 2014 (45 nm, 32-bit float): add 0.9 pJ, multiply 3.7 pJ"
+PARTS = ("i", "f", "g", "o", "c", "h")
+
+
+def lstm_macs(input_size: int, hidden_size: int, num_layers: int, steps: int) -> int:
+    """Multiply-accumulates per sample of a plain LSTM of this size."""
+    sizes = [input_size] + [hidden_size] * (num_layers - 1)
+    return sum(4 * hidden_size * steps * (size + hidden_size) for size in sizes)
+
+
+@torch.no_grad()
+def spiking_activity(model: SpikingLSTM, x: Tensor) -> dict[str, float]:
+    """Firing rates of i, f, g, o, c, h per layer and the operations per sample, for
+    inputs x [T, B, I] from a zero state."""
+    steps, batch = x.shape[:2]
+    metrics: dict[str, float] = {}
+    accumulates, multiplies = 0.0, 0.0
+    layer_input = x
+    for layer in range(model.num_layers):
+        params = model.layer_parameters(layer)
+        h = layer_input.new_zeros(batch, model.hidden_size)
+        c = torch.zeros_like(h)
+        fired = dict.fromkeys(PARTS, 0.0)
+        outputs = []
+        fan_out = 4 * model.hidden_size
+        binary = bool(((layer_input == 0) | (layer_input == 1)).all())
+        for x_t in layer_input.unbind(0):
+            if binary:
+                accumulates += fan_out * float((x_t != 0).sum())
+            else:
+                multiplies += fan_out * x_t.numel()
+            accumulates += fan_out * float((h != 0).sum())
+            h, c, gates = spiking_lstm_step(x_t, h, c, *params, model.spike)
+            for name, value in zip(PARTS, (*gates, c, h)):
+                fired[name] += float(value.sum())
+            outputs.append(h)
+        for name, count in fired.items():
+            metrics[f"activity/l{layer}/{name}"] = count / (steps * batch * model.hidden_size)
+        layer_input = torch.stack(outputs)
+    metrics["ops/ac_per_sample"] = accumulates / batch
+    metrics["ops/mac_per_sample"] = multiplies / batch
+    return metrics
+
+
+def energy_metrics(backbone: nn.Module, x: Tensor) -> dict[str, float]:
+    """Activity (spiking models), operations per sample and the energy proxy in nJ of
+    `backbone` on inputs x [T, B, I], beside a plain LSTM of the same size."""
+    steps = x.shape[0]
+    hidden, layers = backbone.hidden_size, backbone.num_layers
+    dense = lstm_macs(x.shape[-1], hidden, layers, steps)
+    metrics = {"ops/lstm_mac_per_sample": float(dense), "energy/lstm_nj": dense * MAC_PJ / 1000}
+    if isinstance(backbone, SpikingLSTM):
+        metrics.update(spiking_activity(backbone, x))
+        energy = (metrics["ops/ac_per_sample"] * AC_PJ + metrics["ops/mac_per_sample"] * MAC_PJ) / 1000
+        metrics["energy/slstm_nj"] = energy
+        metrics["energy/ratio_to_lstm"] = energy / metrics["energy/lstm_nj"]
+    return metrics

@@ -1,0 +1,132 @@
+"""`snnlstm report` on a small MLflow store, and the energy proxy it reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+
+from snn_lstm.energy import AC_PJ, MAC_PJ, energy_metrics, lstm_macs, spiking_activity
+from snn_lstm.figures import plot_surrogates
+from snn_lstm.report import write_report
+from snn_lstm.spiking import SpikingLSTM
+from snn_lstm.tracking import MlflowTracker
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_lstm_multiply_accumulates():
+    # layer 0: 4H T (I + H) = 16 * 5 * 7; layer 1: 16 * 5 * 8
+    assert lstm_macs(input_size=3, hidden_size=4, num_layers=2, steps=5) == 560 + 640
+
+
+def test_spike_counts_give_the_accumulates_and_rates():
+    torch.manual_seed(0)
+    model = SpikingLSTM(6, 5, engine="reference", init="normal")
+    x = (torch.rand(7, 3, 6) < 0.4).float()
+    h, _ = model(x)
+    activity = spiking_activity(model, x)
+    previous_h = torch.cat([torch.zeros(1, 3, 5), h[:-1]])
+    assert activity["ops/ac_per_sample"] == pytest.approx(4 * 5 * (x.sum() + previous_h.sum()).item() / 3)
+    assert activity["ops/mac_per_sample"] == 0
+    assert activity["activity/l0/h"] == pytest.approx(h.mean().item())
+    assert all(0 <= activity[f"activity/l0/{part}"] <= 1 for part in "ifgoch")
+    assert 0 < activity["activity/l0/h"] < 1  # the test says something only if some units fire
+
+
+def test_real_valued_inputs_are_multiplied_and_energy_uses_the_constants():
+    torch.manual_seed(0)
+    model = SpikingLSTM(4, 8, engine="reference", init="normal")
+    x = torch.randn(5, 2, 4)
+    metrics = energy_metrics(model, x)
+    assert metrics["ops/mac_per_sample"] == 4 * 8 * 5 * 4
+    expected = (metrics["ops/ac_per_sample"] * AC_PJ + metrics["ops/mac_per_sample"] * MAC_PJ) / 1000
+    assert metrics["energy/slstm_nj"] == pytest.approx(expected)
+    assert metrics["energy/lstm_nj"] == pytest.approx(lstm_macs(4, 8, 1, 5) * MAC_PJ / 1000)
+    assert metrics["energy/ratio_to_lstm"] == pytest.approx(expected / metrics["energy/lstm_nj"])
+    plain = energy_metrics(torch.nn.LSTM(4, 8), x)
+    assert "energy/slstm_nj" not in plain and plain["ops/lstm_mac_per_sample"] == lstm_macs(4, 8, 1, 5)
+
+
+def add_run(uri: str, table: str, row: str, seed: int, metrics: dict[str, float], history=(), params=None,
+            figure: Path | None = None) -> str:
+    tracker = MlflowTracker(uri, "snnlstm", run_name=f"{row}-{seed}",
+                            tags={"paper_table": table, "row": row, "seed": seed})
+    tracker.log_params(params or {})
+    if figure is not None:
+        tracker.log_artifact(figure, "figures")
+    for step, value in history:
+        tracker.log_metrics({"val/acc": value}, step)
+    tracker.log_metrics(metrics, 100)
+    tracker.finish("FINISHED")
+    return tracker.run_id
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    uri = "sqlite:///" + str(tmp_path_factory.mktemp("mlflow") / "mlflow.db")
+    activity = {"activity/l0/i": 0.4, "activity/l0/f": 0.5, "activity/l0/g": 0.3, "activity/l0/o": 0.4,
+                "activity/l0/c": 0.2, "activity/l0/h": 0.1, "energy/slstm_nj": 10.0, "energy/lstm_nj": 200.0}
+    add_run(uri, "table1", "slstm", 1, {"test/acc": 0.50})  # replaced by the newer run of seed 1
+    add_run(uri, "table1", "slstm", 0, {"test/acc": 0.98, **activity}, history=[(10, 0.9), (20, 0.95)])
+    add_run(uri, "table1", "slstm", 1, {"test/acc": 0.97, **activity})
+    add_run(uri, "table1", "lstm", 0, {"test/acc": 0.99, "energy/lstm_nj": 200.0}, history=[(10, 0.92), (20, 0.97)])
+    sine_figure = plot_surrogates(tmp_path_factory.mktemp("figure") / "sine_predictions.png")  # any PNG will do
+    add_run(uri, "fig4", "slstm", 0, {"test/mse": 0.013}, figure=sine_figure)
+    for alpha1, alpha2, acc in ((1, 0.3, 0.9), (4, 0.3, 0.86), (1, 1, 0.91), (4, 1, 0.88)):
+        add_run(uri, "fig6", "alpha_grid", 0, {"test/acc": acc},
+                params={"surrogate.alpha1": alpha1, "surrogate.alpha2": alpha2})
+    return uri
+
+
+def report_config(uri: str, out: Path, fmt: str):
+    with initialize_config_module(config_module="snn_lstm.conf", version_base="1.3"):
+        return compose(config_name="report", overrides=[f"format={fmt}", f"out_dir={out}", f"tracking.uri={uri}",
+                                                        f"paper_values={Path(__file__).parents[1] / 'experiments' / 'paper_values.yaml'}"])
+
+
+def test_markdown_tables_hold_mean_spread_baseline_and_missing_rows(store, tmp_path):
+    files = write_report(report_config(store, tmp_path / "reports", "md"))
+    table1 = (tmp_path / "reports" / "table1.md").read_text()
+    slstm = next(line for line in table1.splitlines() if line.startswith("| slstm |"))
+    assert "98.30%" in slstm  # the paper's value, with its source
+    assert "97.50% ± 0.71pp (n=2)" in slstm  # mean and sample sd of 0.98 and 0.97; the older seed-1 run dropped
+    assert "99.00% (n=1) [lstm]" in slstm
+    assert "0.40 / 0.50 / 0.30 / 0.40 / 0.20 / 0.10" in slstm and "10 nJ = 5.0% of the LSTM's 200 nJ" in slstm
+    table2 = (tmp_path / "reports" / "table2.md").read_text()
+    assert table2.count("no runs") == 3  # two rows, and the slstm row's baseline
+    names = {path.name for path in files}
+    assert {"fig2d_surrogates.png", "fig6_alpha_grid.png", "curves_table1.png", "rates_table1.png", "README.md",
+            "fig4_sine_predictions.png"} <= names
+    for path in files:
+        if path.suffix == ".png":
+            assert path.read_bytes()[:8] == PNG_MAGIC and matplotlib.image.imread(path).ndim == 3
+
+
+def test_html_is_one_self_contained_page(store, tmp_path):
+    write_report(report_config(store, tmp_path / "reports", "html"))
+    page = (tmp_path / "reports" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 4 and "97.50% ± 0.71pp (n=2)" in page and "<table>" in page
+    assert "src='figures/" not in page and 'src="figures/' not in page
+
+
+def test_cli_report_is_logged_to_mlflow(store, tmp_path, cli_env):
+    from mlflow.tracking import MlflowClient
+
+    from conftest import snnlstm
+
+    paper_values = Path(__file__).parents[1] / "experiments" / "paper_values.yaml"
+    result = snnlstm(["report", f"tracking.uri={store}", f"out_dir={tmp_path / 'out'}", f"paper_values={paper_values}"],
+                     tmp_path, cli_env)
+    assert "table1.md" in result.stdout
+    client = MlflowClient(tracking_uri=store)
+    experiment = client.get_experiment_by_name("snnlstm")
+    reports = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("snnlstm_report") == "md"]
+    assert len(reports) == 1
+    logged = {item.path for item in client.list_artifacts(reports[0].info.run_id, "report")}
+    assert "report/table1.md" in logged and "report/figures" in logged
+    bad = snnlstm(["report", "format=pdf", f"tracking.uri={store}", f"out_dir={tmp_path / 'bad'}"], tmp_path, cli_env, check=False)
+    assert bad.returncode != 0 and bad.stderr.strip() == "snnlstm report: error: format must be md or html, got 'pdf'"
