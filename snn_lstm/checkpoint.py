@@ -14,10 +14,20 @@ A checkpoint is a dict of tensors and plain Python data only, so
     best          {"metric", "value", "step"} of the best validation so far
     metrics       the last metrics logged
     tracking      {"uri", "run_id"} of the MLflow run, or None
+    digest        SHA-256 over every value above (tensors by their bytes)
+
+Integrity: a write goes to a temp file, is fsynced and renamed over the old file,
+whose previous version is kept as ``<name>.prev.pt``; a kill at any moment leaves a
+complete checkpoint under one of the two names. Loading checks the digest, so a
+truncated file or flipped bits are reported instead of resumed from, and
+``load_latest`` then falls back to the previous checkpoint.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import logging
 import os
 import random
 import tempfile
@@ -29,22 +39,65 @@ import torch
 from snn_lstm.errors import UserError
 
 CHECKPOINT_FORMAT = 1
+log = logging.getLogger("snnlstm.checkpoint")
+
+
+def payload_digest(value: Any) -> str:
+    """SHA-256 over a nest of dicts, lists, tuples, tensors and plain values."""
+    digest = hashlib.sha256()
+
+    def feed(item: Any) -> None:
+        if isinstance(item, torch.Tensor):
+            tensor = item.detach().cpu().contiguous()
+            digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(item, dict):
+            digest.update(b"{")
+            for key, inner in item.items():
+                digest.update(repr(key).encode())
+                feed(inner)
+            digest.update(b"}")
+        elif isinstance(item, (list, tuple)):
+            digest.update(b"[")
+            for inner in item:
+                feed(inner)
+            digest.update(b"]")
+        else:
+            digest.update(repr(item).encode())
+
+    feed(value)
+    return digest.hexdigest()
+
+
+def previous_path(path: Path) -> Path:
+    return path.with_name(path.stem + ".prev" + path.suffix)
 
 
 def save_checkpoint(payload: dict[str, Any], path: Path) -> Path:
-    """Write atomically: a temp file in the same folder, fsync, rename, fsync the folder,
-    so a crash leaves either the old checkpoint or the new one, never half of one."""
+    """Write atomically: a temp file in the same folder, fsync, keep the old file as
+    <name>.prev.pt, rename, fsync the folder, so a crash leaves either the old
+    checkpoint or the new one, never half of one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    payload = {"format": CHECKPOINT_FORMAT, **payload}
+    payload["digest"] = payload_digest(payload)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise UserError(f"cannot write checkpoint {path} ({error.strerror}): point paths.run_dir at a writable folder")
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save({"format": CHECKPOINT_FORMAT, **payload}, handle)
+            torch.save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        if path.exists():
+            os.replace(path, previous_path(path))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(f"no space left to write checkpoint {path}: free disk space or move paths.run_dir, "
+                            "then resume=true (the previous checkpoint is kept)") from error
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -67,7 +120,26 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserError(f"checkpoint {path} cannot be read ({reason}): it is damaged or not a snnlstm checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"checkpoint {path} is not a snnlstm checkpoint of format {CHECKPOINT_FORMAT}")
+    stored = payload.pop("digest", None)
+    if stored is not None and stored != payload_digest(payload):
+        raise UserError(f"checkpoint {path} is damaged (its contents do not match its SHA-256): use another checkpoint")
     return payload
+
+
+def load_latest(path: Path) -> tuple[dict[str, Any], Path]:
+    """The checkpoint at `path`, or its previous version when `path` is missing or
+    damaged (said in a warning); leftover temp files of killed writes are removed."""
+    path = Path(path)
+    for stale in path.parent.glob(".*.tmp"):  # temp files of writes a kill interrupted
+        stale.unlink(missing_ok=True)
+    previous = previous_path(path)
+    try:
+        return load_checkpoint(path), path
+    except UserError as error:
+        if not previous.is_file():
+            raise
+        log.warning("%s; resuming from the previous checkpoint %s", error, previous)
+        return load_checkpoint(previous), previous
 
 
 def rng_states() -> dict[str, Any]:

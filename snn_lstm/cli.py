@@ -13,6 +13,7 @@ VERBS = {
     "generate": ("snn_lstm.generate", "sample text from a trained language model (snnlstm generate ckpt=PATH prompt=...)"),
     "bench": ("snn_lstm.bench", "time the spiking LSTM against torch.nn.LSTM (speed, memory)"),
     "report": ("snn_lstm.report", "rebuild the paper's tables and figures from the MLflow runs (format=md|html)"),
+    "sync": ("snn_lstm.sync", "replay a run's tracking backlog into MLflow (snnlstm sync run=FOLDER)"),
 }
 
 USAGE = "usage: snnlstm VERB [HYDRA ARGS...]\n\nverbs:\n" + "\n".join(

@@ -158,6 +158,7 @@ class TrainerConfig:
     grad_clip: Optional[float] = None  # max global gradient norm
     lr_schedule: str = "constant"  # constant or cosine (to zero at the last step)
     warmup_steps: int = 0  # linear warm-up of the learning rate
+    on_nonfinite: str = "stop"  # a NaN/inf loss or gradient: stop (keeping the last checkpoint) or skip the batch
     device: str = "cpu"  # cpu, cuda or auto
     threads: Optional[int] = None  # torch CPU threads; None keeps torch's choice
     progress: bool = True
@@ -242,6 +243,12 @@ class ReportConfig:
     paths: PathsConfig = MISSING
 
 
+@dataclass
+class SyncConfig:
+    run: str = MISSING  # the run folder holding tracking_backlog.jsonl
+    tracking: TrackingConfig = MISSING
+
+
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="schema_train", node=TrainConfig)
@@ -249,6 +256,7 @@ def register_schemas() -> None:
     cs.store(name="schema_bench", node=BenchConfig)
     cs.store(name="schema_generate", node=GenerateConfig)
     cs.store(name="schema_report", node=ReportConfig)
+    cs.store(name="schema_sync", node=SyncConfig)
     for group, name, node in (
         ("task", "sine", SineTaskConfig),
         ("task", "image", ImageTaskConfig),
@@ -280,7 +288,7 @@ def run_folder(base: str, task: str, resume: bool, run_name: Optional[str]) -> s
     if run_name:
         return str(task_dir / run_name)
     if resume:
-        candidates = sorted(task_dir.glob("*/last.pt"), key=lambda p: p.stat().st_mtime)
+        candidates = sorted(task_dir.glob("*/last*.pt"), key=lambda p: p.stat().st_mtime)
         if candidates:
             return str(candidates[-1].parent)
     stamp = dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")

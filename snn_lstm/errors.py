@@ -8,6 +8,7 @@ traceback. HYDRA_FULL_ERROR=1 shows full tracebacks for everything.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -36,7 +37,7 @@ def one_line(error: BaseException) -> str:
             line = line.strip()
             if line and not line.startswith(("full_key:", "object_type=", "reference_type=")) and line not in parts:
                 parts.append(line)
-        error = error.__cause__ or error.__context__
+        error = error.__cause__ if error.__cause__ is not None else None if error.__suppress_context__ else error.__context__
     return " ".join(parts) or "invalid input"
 
 
@@ -64,6 +65,14 @@ def reports_user_errors(verb: str) -> Callable:
     return decorate
 
 
+# File-system refusals that the user fixes by pointing a setting elsewhere
+FILE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOENT, errno.ENOTDIR}
+
+
+def _file_problem(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in FILE_ERRNOS and error.filename is not None
+
+
 def run_reporting_errors(verb: str, entry: Callable[[], object]) -> None:
     """Run a Hydra entry point; errors while composing the config become one line."""
     show_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
@@ -75,3 +84,7 @@ def run_reporting_errors(verb: str, entry: Callable[[], object]) -> None:
         if show_traceback:
             raise
         _exit_with(verb, error)
+    except OSError as error:
+        if show_traceback or not _file_problem(error):
+            raise
+        _exit_with(verb, UserError(f"{error.filename}: {error.strerror}: point the paths.* setting at a writable folder"))

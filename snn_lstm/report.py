@@ -32,7 +32,7 @@ from snn_lstm.config import CONFIG_PATH
 from snn_lstm.energy import ENERGY_SOURCE, PARTS
 from snn_lstm.errors import UserError, reports_user_errors, run_reporting_errors
 from snn_lstm.figures import plot_alpha_grid, plot_firing_rates, plot_surrogates, plot_training_curves
-from snn_lstm.tracking import resolve_tracking_uri
+from snn_lstm.tracking import resolve_tracking_uri, store_error
 
 log = logging.getLogger("snnlstm.report")
 FORMATS = ("md", "html")
@@ -68,6 +68,9 @@ class Summary:
 
 def load_paper_values(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    beside_package = Path(__file__).resolve().parents[1] / path  # a relative default read from outside the clone
+    if not path.is_file() and not path.is_absolute() and beside_package.is_file():
+        path = beside_package
     if not path.is_file():
         raise UserError(f"{path} is missing: set paper_values to the paper-values file (experiments/paper_values.yaml)")
     try:
@@ -97,7 +100,7 @@ def tagged_runs(uri: str, experiment: str) -> list[Any]:
             if not token:
                 break
     except MlflowException as error:
-        raise UserError(f"MLflow store {uri} failed: {str(error).splitlines()[0]}") from error
+        raise store_error(uri, error) from None
     return [r for r in runs if r.info.status == "FINISHED" and "paper_table" in r.data.tags and "row" in r.data.tags]
 
 

@@ -8,23 +8,40 @@ database ``<paths.run_dir>/mlflow.db`` with artifacts beside it in
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
 from snn_lstm.errors import UserError
 
+log = logging.getLogger("snnlstm.tracking")
+BACKLOG = "tracking_backlog.jsonl"  # in the run folder, when the store fails
 PARAM_BATCH = 100  # MLflow accepts at most 100 params per request
 METRIC_BATCH = 1000
 
 
 def resolve_tracking_uri(configured: str | None, run_dir: str | Path) -> str:
+    # an unreachable server fails over in seconds, not after MLflow's default minutes of retries
+    for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")):
+        os.environ.setdefault(name, value)
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
     if configured:
         return configured
     return "sqlite:///" + str(Path(run_dir).resolve() / "mlflow.db")
+
+
+def store_error(uri: str, error: BaseException) -> UserError:
+    """One line for a failing store: its innermost cause, and what to do."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return UserError(f"MLflow store {uri} failed ({reason}): start it, or set tracking.uri / MLFLOW_TRACKING_URI "
+                     "to a working store, or tracking=none")
 
 
 def _local_artifact_root(uri: str) -> str | None:
@@ -101,7 +118,7 @@ class MlflowTracker(Tracker):
                 run = self.client.create_run(experiment_id, run_name=run_name, tags=_str_values(tags or {}))
                 self.run_id, self.created = run.info.run_id, True
         except MlflowException as error:
-            raise UserError(f"MLflow store {uri} failed: {str(error).splitlines()[0]}") from error
+            raise store_error(uri, error) from None
         self.experiment = experiment
 
     def _run_exists(self, run_id: str) -> bool:
@@ -152,6 +169,105 @@ def _str_values(tags: Mapping[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in tags.items()}
 
 
+class ResilientTracker(Tracker):
+    """MLflow that cannot stop a training run: when the store is unreachable at the
+    start or fails later, one warning says so and from then on every call is
+    appended to a backlog file (JSON lines) in the run folder, which
+    `snnlstm sync run=<folder>` replays into MLflow once the store is back."""
+
+    def __init__(self, backlog: Path, uri: str, experiment: str, run_id: str | None, run_name: str | None,
+                 tags: Mapping[str, Any] | None, reopen: bool = True):
+        self.backlog, self.uri, self.inner = backlog, uri, None
+        start = {"op": "start", "uri": uri, "experiment": experiment, "run_id": run_id, "run_name": run_name,
+                 "tags": _str_values(tags or {})}
+        try:
+            self.inner = MlflowTracker(uri, experiment, run_id, run_name, tags, reopen)
+            self.run_id, self.created = self.inner.run_id, self.inner.created
+            start["run_id"] = self.run_id
+        except Exception as error:  # any failure of the store: keep training
+            self.run_id = run_id
+            self._fail(error)
+        self.start = start
+        if self.inner is None:
+            self._append(start)
+
+    def _fail(self, error: Exception) -> None:
+        log.warning("MLflow store %s failed (%s): training goes on; tracking is kept in %s, replay it with "
+                    "`snnlstm sync run=%s`", self.uri, str(error).strip().splitlines()[0] if str(error).strip() else
+                    type(error).__name__, self.backlog, self.backlog.parent)
+        if self.inner is not None:
+            self.inner = None
+            self._append(self.start)
+
+    def _append(self, record: dict[str, Any]) -> None:
+        self.backlog.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.backlog, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def _do(self, method: str, record: dict[str, Any], *args: Any) -> None:
+        if self.inner is not None:
+            try:
+                getattr(self.inner, method)(*args)
+                return
+            except Exception as error:
+                self._fail(error)
+        self._append(record)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self._do("log_params", {"op": "params", "params": _str_values(params)}, params)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        record = {"op": "metrics", "metrics": {k: float(v) for k, v in metrics.items()}, "step": step,
+                  "timestamp": int(time.time() * 1000)}
+        self._do("log_metrics", record, metrics, step)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self._do("set_tags", {"op": "tags", "tags": _str_values(tags)}, tags)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self._do("log_artifact", {"op": "artifact", "path": str(Path(path).resolve()), "artifact_path": artifact_path},
+                 path, artifact_path)
+
+    def log_artifacts(self, folder: Path, artifact_path: str | None = None) -> None:
+        self._do("log_artifacts", {"op": "artifacts", "path": str(Path(folder).resolve()), "artifact_path": artifact_path},
+                 folder, artifact_path)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self._do("finish", {"op": "finish", "status": status}, status)
+
+    def describe(self) -> str:
+        if self.inner is not None:
+            return self.inner.describe()
+        return f"MLflow store {self.uri} unavailable: tracking kept in {self.backlog} (snnlstm sync run={self.backlog.parent})"
+
+
+def replay(backlog: Path, uri: str | None = None) -> MlflowTracker:
+    """Send a backlog's records to MLflow, into the run it names when the store has
+    it (else a new run); the file is renamed *.synced.jsonl afterwards."""
+    records = [json.loads(line) for line in backlog.read_text().splitlines() if line.strip()]
+    starts = [r for r in records if r["op"] == "start"]
+    if not starts:
+        raise UserError(f"{backlog} holds no start record: it is not a snnlstm tracking backlog")
+    start = starts[0]
+    tracker = MlflowTracker(uri or start["uri"], start["experiment"], start["run_id"], start["run_name"], start["tags"])
+    for record in records:
+        op = record["op"]
+        if op == "params":
+            tracker.log_params(record["params"])
+        elif op == "metrics":
+            tracker.log_metrics(record["metrics"], record["step"])
+        elif op == "tags":
+            tracker.set_tags(record["tags"])
+        elif op == "artifact" and Path(record["path"]).exists():
+            tracker.log_artifact(Path(record["path"]), record["artifact_path"])
+        elif op == "artifacts" and Path(record["path"]).exists():
+            tracker.log_artifacts(Path(record["path"]), record["artifact_path"])
+        elif op == "finish":
+            tracker.finish(record["status"])
+    backlog.replace(backlog.with_suffix(".synced.jsonl"))
+    return tracker
+
+
 def make_tracker(
     backend: str,
     uri: str | None,
@@ -161,9 +277,15 @@ def make_tracker(
     run_name: str | None = None,
     tags: Mapping[str, Any] | None = None,
     reopen: bool = True,
+    backlog: Path | None = None,
 ) -> Tracker:
+    """The tracker a config asks for; with `backlog`, a store failure never stops the
+    caller (ResilientTracker), without it the failure is a UserError."""
     if backend == "none":
         return Tracker()
     if backend != "mlflow":
         raise UserError(f"tracking.backend must be mlflow or none, got '{backend}'")
-    return MlflowTracker(resolve_tracking_uri(uri, run_dir), experiment, run_id, run_name, tags, reopen)
+    uri = resolve_tracking_uri(uri, run_dir)
+    if backlog is not None:
+        return ResilientTracker(backlog, uri, experiment, run_id, run_name, tags, reopen)
+    return MlflowTracker(uri, experiment, run_id, run_name, tags, reopen)

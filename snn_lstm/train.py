@@ -15,6 +15,9 @@ from __future__ import annotations
 import logging
 import math
 import random
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,14 +28,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from snn_lstm.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from snn_lstm.checkpoint import load_latest, previous_path, restore_rng_states, rng_states, save_checkpoint
 from snn_lstm.config import CONFIG_PATH, instantiate, to_plain
 from snn_lstm.energy import energy_metrics
 from snn_lstm.errors import UserError, reports_user_errors, run_reporting_errors
 from snn_lstm.models import build_model, model_args
 from snn_lstm.tasks import build_task
 from snn_lstm.tasks.base import Task
-from snn_lstm.tracking import Tracker, flatten, make_tracker
+from snn_lstm.tracking import BACKLOG, Tracker, flatten, make_tracker
 
 log = logging.getLogger("snnlstm.train")
 
@@ -60,12 +63,17 @@ def setup_torch(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+NONFINITE_POLICIES = ("stop", "skip")
+
+
 def check_trainer(trainer: dict[str, Any]) -> None:
     for key in ("steps", "batch_size", "eval_every", "log_every"):
         if trainer[key] <= 0:
             raise UserError(f"trainer.{key} must be a positive integer, got {trainer[key]}")
     if trainer["grad_clip"] is not None and not trainer["grad_clip"] > 0:
         raise UserError(f"trainer.grad_clip must be positive or null, got {trainer['grad_clip']}")
+    if trainer["on_nonfinite"] not in NONFINITE_POLICIES:
+        raise UserError(f"trainer.on_nonfinite must be stop or skip, got '{trainer['on_nonfinite']}'")
     if trainer["threads"] is not None and trainer["threads"] <= 0:
         raise UserError(f"trainer.threads must be a positive integer or null, got {trainer['threads']}")
 
@@ -145,13 +153,14 @@ def train(cfg: DictConfig, out_dir: Path) -> float:
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     start_step, best, run_id = 0, {"metric": f"val/{task.monitor}", "value": None, "step": None}, None
     carry = None  # the recurrent state handed from one step to the next (truncated BPTT)
+    running = {"loss_sum": 0.0, "count": 0, "skipped": 0}  # train/loss since the last log; skipped batches
     if config["resume"]:
-        if not last_path.exists():
+        if not (last_path.exists() or previous_path(last_path).exists()):
             raise UserError(
                 f"resume=true but there is no checkpoint to resume in {out_dir}: "
                 "drop resume=true to start a new run, or pass run_name=<folder> of the run to continue"
             )
-        checkpoint = load_checkpoint(last_path)
+        checkpoint, used = load_latest(last_path)
         differences = recipe_differences(checkpoint["config"], config)
         if differences:
             raise UserError(f"cannot resume {last_path}: the config differs from the checkpoint's ({'; '.join(differences)})")
@@ -161,8 +170,9 @@ def train(cfg: DictConfig, out_dir: Path) -> float:
         task.load_state_dict(checkpoint["task_state"])
         restore_rng_states(checkpoint["rng"])
         start_step, best, carry = checkpoint["step"], checkpoint["best"], checkpoint["carry"]
+        running = checkpoint.get("running", running)
         run_id = (checkpoint.get("tracking") or {}).get("run_id")
-        log.info("resuming %s at step %d", last_path, start_step)
+        log.info("resuming %s at step %d", used, start_step)
 
     tracker = make_tracker(
         config["tracking"]["backend"],
@@ -172,10 +182,13 @@ def train(cfg: DictConfig, out_dir: Path) -> float:
         run_id=run_id,
         run_name=f"{task.name}-{config['model']['name']}-seed{config['seed']}",
         tags={"task": task.name, "model": config["model"]["name"], "seed": config["seed"], **config["tags"]},
+        backlog=out_dir / BACKLOG,
     )
     try:
-        best_value = _train_loop(config, task, model, optimizer, scheduler, device, tracker, start_step, best, carry, out_dir)
-    except KeyboardInterrupt:
+        with StopRequests() as stop:
+            best_value = _train_loop(config, task, model, optimizer, scheduler, device, tracker, start_step, best, carry,
+                                     running, out_dir, stop)
+    except (KeyboardInterrupt, Stopped):
         tracker.finish("KILLED")
         raise
     except BaseException:
@@ -198,7 +211,9 @@ def _train_loop(
     start_step: int,
     best: dict[str, Any],
     carry: tuple[torch.Tensor, torch.Tensor] | None,
+    running: dict[str, float],
     out_dir: Path,
+    stop: "StopRequests",
 ) -> float:
     trainer = config["trainer"]
     steps = trainer["steps"]
@@ -227,6 +242,7 @@ def _train_loop(
                 "rng": rng_states(),
                 "task_state": task.state_dict(),
                 "carry": None if carry is None else tuple(s.cpu() for s in carry),
+                "running": dict(running),
                 "best": best,
                 "metrics": metrics,
                 "tracking": {"uri": tracker.uri, "run_id": tracker.run_id} if tracker.run_id else None,
@@ -235,7 +251,7 @@ def _train_loop(
         )
 
     model.train()
-    running_loss, running_count, tic = 0.0, 0, time.perf_counter()
+    tic, logged_at = time.perf_counter(), start_step
     progress = tqdm(range(start_step, steps), initial=start_step, total=steps, disable=not trainer["progress"], desc="train")
     metrics: dict[str, float] = {}
     for step in progress:
@@ -247,31 +263,42 @@ def _train_loop(
         output, state = model(x.to(device), carry)
         carry = tuple(s.detach() for s in state) if task.carries_state else None
         loss = task.loss(output, y.to(device))
-        if not torch.isfinite(loss):
-            raise UserError(
-                f"the loss became {loss.item()} at step {step}: lower optimizer.lr or set trainer.grad_clip "
-                f"(the last good checkpoint is {out_dir / 'last.pt'})"
-            )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if trainer["grad_clip"]:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), trainer["grad_clip"])
-        optimizer.step()
+        finite = bool(torch.isfinite(loss))
+        if finite:
+            loss.backward()
+            if trainer["grad_clip"]:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), trainer["grad_clip"])
+            finite = all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        if finite:
+            optimizer.step()
+            running["loss_sum"], running["count"] = running["loss_sum"] + loss.item(), running["count"] + 1
+        elif trainer["on_nonfinite"] == "skip":
+            running["skipped"] += 1
+            log.warning("step %d: non-finite loss or gradient (%s), batch skipped (%d so far)", step, loss.item(),
+                        running["skipped"])
+        else:
+            raise UserError(
+                f"the loss or its gradient became non-finite ({loss.item()}) at step {step}: lower optimizer.lr, set "
+                f"trainer.grad_clip or trainer.on_nonfinite=skip (the last good checkpoint is {out_dir / 'last.pt'})"
+            )
         scheduler.step()
         done = step + 1
         task.after_update(done, model)
-        running_loss, running_count = running_loss + loss.item(), running_count + 1
 
         if done % trainer["log_every"] == 0 or done == steps:
             elapsed = time.perf_counter() - tic
             metrics = {
-                "train/loss": running_loss / running_count,
                 "train/lr": scheduler.get_last_lr()[0],
-                "train/step_time_s": elapsed / running_count,
+                "train/step_time_s": elapsed / (done - logged_at),
+                "train/skipped_batches": running["skipped"],
             }
+            if running["count"]:
+                metrics["train/loss"] = running["loss_sum"] / running["count"]
+                progress.set_postfix(loss=f"{metrics['train/loss']:.4g}")
             tracker.log_metrics(metrics, done)
-            progress.set_postfix(loss=f"{metrics['train/loss']:.4g}")
-            running_loss, running_count, tic = 0.0, 0, time.perf_counter()
+            running.update(loss_sum=0.0, count=0)
+            tic, logged_at = time.perf_counter(), done
 
         if done % trainer["eval_every"] == 0 or done == steps:
             metrics = evaluate_split(task, model, "val", device)
@@ -282,6 +309,11 @@ def _train_loop(
                 best = {"metric": best["metric"], "value": value, "step": done}
                 checkpoint(out_dir / "best.pt", done, metrics)
             checkpoint(out_dir / "last.pt", done, metrics)
+
+        if stop.requested and done < steps:
+            checkpoint(out_dir / "last.pt", done, metrics)
+            raise Stopped(f"stopped by {stop.requested} at step {done}: {out_dir / 'last.pt'} written; "
+                          f"continue with resume=true run_name={out_dir.name}")
 
     final_metrics: dict[str, float] = {}
     for split in task.final_splits:
@@ -303,6 +335,37 @@ def _train_loop(
     return best["value"]
 
 
+class Stopped(Exception):
+    """Training stopped on request (SIGINT, SIGTERM) after writing last.pt."""
+
+
+class StopRequests:
+    """While active, SIGINT and SIGTERM ask the loop to stop after the step in flight
+    (a checkpoint of a half-done step would not resume exactly); a second SIGINT
+    interrupts at once."""
+
+    SIGNALS = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+
+    def __init__(self):
+        self.requested: str | None = None
+        self.previous: dict[int, Any] = {}
+
+    def _handle(self, number: int, frame) -> None:
+        if self.requested and number == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = self.SIGNALS[number]
+        log.warning("%s received: stopping after the current step (SIGINT again to interrupt at once)", self.requested)
+
+    def __enter__(self) -> "StopRequests":
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+
 def _format(metrics: dict[str, float]) -> str:
     return " ".join(f"{k}={v:.6g}" for k, v in metrics.items())
 
@@ -310,7 +373,11 @@ def _format(metrics: dict[str, float]) -> str:
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 @reports_user_errors("train")
 def hydra_app(cfg: DictConfig) -> float:
-    return train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    try:
+        return train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except Stopped as stopped:
+        print(f"snnlstm train: {stopped}", file=sys.stderr)
+        sys.exit(130)
 
 
 def main() -> None:
