@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from snn_lstm.checkpoint import load_latest, previous_path, restore_rng_states, rng_states, save_checkpoint
 from snn_lstm.config import CONFIG_PATH, instantiate, to_plain
+from snn_lstm.distributed import Group, join, leave
 from snn_lstm.energy import energy_metrics
 from snn_lstm.errors import UserError, reports_user_errors, run_reporting_errors
 from snn_lstm.models import build_model, model_args
@@ -128,7 +129,15 @@ def train(cfg: DictConfig, out_dir: Path) -> float:
     config = to_plain(cfg)
     trainer = config["trainer"]
     check_trainer(trainer)
-    device = select_device(trainer["device"])
+    group, device = join(select_device(trainer["device"]), trainer["batch_size"], config["run_name"])
+    try:
+        return _train(cfg, config, out_dir, group, device)
+    finally:
+        leave(group)
+
+
+def _train(cfg: DictConfig, config: dict[str, Any], out_dir: Path, group: Group, device: torch.device) -> float:
+    trainer = config["trainer"]
     setup_torch(trainer["threads"])
     torch.manual_seed(config["seed"])
     random.seed(config["seed"])
@@ -175,7 +184,7 @@ def train(cfg: DictConfig, out_dir: Path) -> float:
         log.info("resuming %s at step %d", used, start_step)
 
     tracker = make_tracker(
-        config["tracking"]["backend"],
+        config["tracking"]["backend"] if group.main else "none",
         config["tracking"]["uri"],
         config["tracking"]["experiment"],
         config["paths"]["run_dir"],
@@ -187,7 +196,7 @@ def train(cfg: DictConfig, out_dir: Path) -> float:
     try:
         with StopRequests() as stop:
             best_value = _train_loop(config, task, model, optimizer, scheduler, device, tracker, start_step, best, carry,
-                                     running, out_dir, stop)
+                                     running, out_dir, stop, group)
     except (KeyboardInterrupt, Stopped):
         tracker.finish("KILLED")
         raise
@@ -214,6 +223,7 @@ def _train_loop(
     running: dict[str, float],
     out_dir: Path,
     stop: "StopRequests",
+    group: Group = Group(),
 ) -> float:
     trainer = config["trainer"]
     steps = trainer["steps"]
@@ -231,6 +241,8 @@ def _train_loop(
         tracker.set_tags({"resumed_from_step": start_step})
 
     def checkpoint(path: Path, step: int, metrics: dict[str, float]) -> None:
+        if not group.main:
+            return
         save_checkpoint(
             {
                 "config": config,
@@ -250,29 +262,29 @@ def _train_loop(
             path,
         )
 
+    net = torch.nn.parallel.DistributedDataParallel(model) if group.world > 1 else model
     model.train()
     tic, logged_at = time.perf_counter(), start_step
     progress = tqdm(range(start_step, steps), initial=start_step, total=steps, disable=not trainer["progress"], desc="train")
     metrics: dict[str, float] = {}
     for step in progress:
-        x, y = task.train_batch(step, trainer["batch_size"])
+        x, y = (group.shard(t) for t in task.train_batch(step, trainer["batch_size"]))
         if task.starts_fresh(step, trainer["batch_size"]):
             carry = None
         elif carry is not None:
             carry = tuple(s.to(device) for s in carry)
-        output, state = model(x.to(device), carry)
+        output, state = net(x.to(device), carry)
         carry = tuple(s.detach() for s in state) if task.carries_state else None
         loss = task.loss(output, y.to(device))
         optimizer.zero_grad(set_to_none=True)
-        finite = bool(torch.isfinite(loss))
-        if finite:
-            loss.backward()
-            if trainer["grad_clip"]:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), trainer["grad_clip"])
-            finite = all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        loss.backward()  # also for a non-finite loss: under DDP every process takes part in each reduction
+        loss_value = group.mean(loss.item())
+        if trainer["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), trainer["grad_clip"])
+        finite = math.isfinite(loss_value) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
         if finite:
             optimizer.step()
-            running["loss_sum"], running["count"] = running["loss_sum"] + loss.item(), running["count"] + 1
+            running["loss_sum"], running["count"] = running["loss_sum"] + loss_value, running["count"] + 1
         elif trainer["on_nonfinite"] == "skip":
             running["skipped"] += 1
             log.warning("step %d: non-finite loss or gradient (%s), batch skipped (%d so far)", step, loss.item(),
@@ -300,7 +312,7 @@ def _train_loop(
             running.update(loss_sum=0.0, count=0)
             tic, logged_at = time.perf_counter(), done
 
-        if done % trainer["eval_every"] == 0 or done == steps:
+        if group.main and (done % trainer["eval_every"] == 0 or done == steps):
             metrics = evaluate_split(task, model, "val", device)
             tracker.log_metrics(metrics, done)
             log.info("step %d: %s", done, _format(metrics))
@@ -315,6 +327,8 @@ def _train_loop(
             raise Stopped(f"stopped by {stop.requested} at step {done}: {out_dir / 'last.pt'} written; "
                           f"continue with resume=true run_name={out_dir.name}")
 
+    if not group.main:
+        return best["value"]
     final_metrics: dict[str, float] = {}
     for split in task.final_splits:
         final_metrics.update(evaluate_split(task, model, split, device))
