@@ -26,7 +26,7 @@ from typing import Callable
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from snn_lstm.config import CONFIG_PATH
 from snn_lstm.errors import UserError, reports_user_errors, run_reporting_errors

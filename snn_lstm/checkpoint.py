@@ -80,11 +80,8 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> Path:
     path = Path(path)
     payload = {"format": CHECKPOINT_FORMAT, **payload}
     payload["digest"] = payload_digest(payload)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as error:
-        raise UserError(f"cannot write checkpoint {path} ({error.strerror}): point paths.run_dir at a writable folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(payload, handle)

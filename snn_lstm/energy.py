@@ -52,25 +52,23 @@ def spiking_activity(model: SpikingLSTM, x: Tensor) -> dict[str, float]:
     layer_input = x
     for layer in range(model.num_layers):
         params = model.layer_parameters(layer)
+        fan_out = 4 * model.hidden_size
+        if bool(((layer_input == 0) | (layer_input == 1)).all()):  # spikes: each one triggers fan_out accumulates
+            accumulates += fan_out * (layer_input != 0).sum().item()
+        else:  # real values are multiplied
+            multiplies += fan_out * layer_input.numel()
         h = layer_input.new_zeros(batch, model.hidden_size)
         c = torch.zeros_like(h)
-        fired = dict.fromkeys(PARTS, 0.0)
+        fired = [layer_input.new_zeros(()) for _ in PARTS]
         outputs = []
-        fan_out = 4 * model.hidden_size
-        binary = bool(((layer_input == 0) | (layer_input == 1)).all())
         for x_t in layer_input.unbind(0):
-            if binary:
-                accumulates += fan_out * float((x_t != 0).sum())
-            else:
-                multiplies += fan_out * x_t.numel()
-            accumulates += fan_out * float((h != 0).sum())
             h, c, gates = spiking_lstm_step(x_t, h, c, *params, model.spike)
-            for name, value in zip(PARTS, (*gates, c, h)):
-                fired[name] += float(value.sum())
+            fired = [count + value.sum() for count, value in zip(fired, (*gates, c, h))]
             outputs.append(h)
-        for name, count in fired.items():
-            metrics[f"activity/l{layer}/{name}"] = count / (steps * batch * model.hidden_size)
+        for name, count in zip(PARTS, fired):
+            metrics[f"activity/l{layer}/{name}"] = count.item() / (steps * batch * model.hidden_size)
         layer_input = torch.stack(outputs)
+        accumulates += fan_out * layer_input[:-1].sum().item()  # h_{t-1} spikes drive W_hh; h_0 = 0
     metrics["ops/ac_per_sample"] = accumulates / batch
     metrics["ops/mac_per_sample"] = multiplies / batch
     return metrics

@@ -20,11 +20,11 @@ from snn_lstm.config import CONFIG_PATH
 from snn_lstm.errors import UserError, reports_user_errors, run_reporting_errors
 from snn_lstm.models import build_model
 from snn_lstm.tasks import build_task
+from snn_lstm.tasks.classification import ClassificationTask
 from snn_lstm.tracking import make_tracker
 from snn_lstm.train import evaluate_split, select_device, setup_torch
 
 log = logging.getLogger("snnlstm.evaluate")
-CLASSIFICATION_KINDS = ("image", "speech")
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -32,8 +32,6 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     run_config = checkpoint["config"]
     task_config = dict(run_config["task"])
     if cfg.draws is not None:
-        if task_config["kind"] not in CLASSIFICATION_KINDS:
-            raise UserError(f"draws applies to image and speech tasks, and {cfg.ckpt} is a {task_config['name']} model: drop draws=")
         task_config["eval_draws"] = cfg.draws
     device = select_device(cfg.device)
     setup_torch(run_config["trainer"]["threads"])
@@ -45,6 +43,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         eval_limit=run_config["trainer"]["eval_limit"],
         cache_dir=cfg.paths.cache_dir,
     )
+    if cfg.draws is not None and not isinstance(task, ClassificationTask):
+        raise UserError(f"draws applies to classification tasks, and {cfg.ckpt} is a {task.name} model: drop draws=")
     splits = ("val", *task.final_splits)
     if cfg.split not in splits:
         raise UserError(f"split must be one of {', '.join(splits)} for {task.name}, got '{cfg.split}'")

@@ -32,7 +32,7 @@ from snn_lstm.config import CONFIG_PATH
 from snn_lstm.energy import ENERGY_SOURCE, PARTS
 from snn_lstm.errors import UserError, reports_user_errors, run_reporting_errors
 from snn_lstm.figures import plot_alpha_grid, plot_firing_rates, plot_surrogates, plot_training_curves
-from snn_lstm.tracking import resolve_tracking_uri, store_error
+from snn_lstm.tracking import make_tracker, resolve_tracking_uri, store_error
 
 log = logging.getLogger("snnlstm.report")
 FORMATS = ("md", "html")
@@ -43,9 +43,13 @@ class Summary:
     """One row's runs: the final value of the table's metric per seed, and the means
     of the other final metrics."""
 
-    values: list[float] = field(default_factory=list)
-    run_metrics: list[dict[str, float]] = field(default_factory=list)
+    metric: str
     run_ids: list[str] = field(default_factory=list)
+    run_metrics: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def values(self) -> list[float]:
+        return [metrics[self.metric] for metrics in self.run_metrics]
 
     @property
     def count(self) -> int:
@@ -104,18 +108,18 @@ def tagged_runs(uri: str, experiment: str) -> list[Any]:
     return [r for r in runs if r.info.status == "FINISHED" and "paper_table" in r.data.tags and "row" in r.data.tags]
 
 
-def summarise(runs: list[Any], metric: str) -> dict[tuple[str, str], Summary]:
-    """(paper_table, row) -> Summary, the newest run per seed."""
+def summarise(runs: list[Any], tables: dict[str, Any]) -> dict[tuple[str, str], Summary]:
+    """(paper_table, row) -> Summary of the table's metric, the newest run per seed."""
     newest: dict[tuple[str, str, str], Any] = {}
     for run in sorted(runs, key=lambda r: r.info.start_time):
         tags = run.data.tags
         newest[(tags["paper_table"], tags["row"], tags.get("seed", "0"))] = run
     summaries: dict[tuple[str, str], Summary] = {}
     for (table, row, _), run in sorted(newest.items()):
+        metric = tables.get(table, {}).get("metric")
         if metric not in run.data.metrics:
             continue
-        summary = summaries.setdefault((table, row), Summary())
-        summary.values.append(run.data.metrics[metric])
+        summary = summaries.setdefault((table, row), Summary(metric))
         summary.run_ids.append(run.info.run_id)
         summary.run_metrics.append(dict(run.data.metrics))
     return summaries
@@ -209,17 +213,16 @@ def draw_figures(uri: str, tables: dict[str, Any], runs: list[Any], summaries, f
     if grid:
         figures["Fig. 6: test accuracy over the alpha1 x alpha2 grid"] = plot_alpha_grid(grid, folder / "fig6_alpha_grid.png")
     for name, spec in tables.items():
+        val_metric = "val/" + spec["metric"].split("/", 1)[1]  # test/acc -> val/acc
         curves = {}
         for row in spec["rows"]:
             summary = summaries.get((name, row))
-            if summary is not None:
-                metric = "val/" + spec["metric"].split("/", 1)[1]
-                history = client.get_metric_history(summary.run_ids[0], metric)
-                if history:
-                    curves[row] = sorted((m.step, m.value) for m in history)
+            history = client.get_metric_history(summary.run_ids[0], val_metric) if summary else []
+            if history:
+                curves[row] = sorted((m.step, m.value) for m in history)
         if curves:
-            figures[f"{spec['title']}: validation {spec['metric'].split('/', 1)[1]} during training (first seed)"] = \
-                plot_training_curves(curves, "val/" + spec["metric"].split("/", 1)[1], folder / f"curves_{name}.png")
+            figures[f"{spec['title']}: {val_metric} during training (first seed)"] = \
+                plot_training_curves(curves, val_metric, folder / f"curves_{name}.png")
         rates = {row: [summaries[(name, row)].metrics[f"activity/l0/{part}"] for part in PARTS]
                  for row in spec["rows"] if (name, row) in summaries and "activity/l0/h" in summaries[(name, row)].metrics}
         if rates:
@@ -238,9 +241,7 @@ def write_report(cfg: DictConfig) -> list[Path]:
     log.info("%d tagged runs in %s", len(runs), uri)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summaries: dict[tuple[str, str], Summary] = {}
-    for name, spec in tables.items():
-        summaries.update({key: s for key, s in summarise(runs, spec["metric"]).items() if key[0] == name})
+    summaries = summarise(runs, tables)
     figures = draw_figures(uri, tables, runs, summaries, out / "figures")
     note = (f"Energy proxy: synaptic operations per sample x {ENERGY_SOURCE}; accumulate 0.9 pJ, "
             "multiply-accumulate 4.6 pJ (snn_lstm/energy.py). Firing rates on the first test batch after training.")
@@ -277,8 +278,6 @@ def write_report(cfg: DictConfig) -> list[Path]:
 
 
 def log_report(cfg: DictConfig, files: list[Path]) -> str:
-    from snn_lstm.tracking import make_tracker
-
     tracker = make_tracker(cfg.tracking.backend, cfg.tracking.uri, cfg.tracking.experiment, cfg.paths.run_dir,
                            run_name="report", tags={"snnlstm_report": cfg.format})
     for path in files:

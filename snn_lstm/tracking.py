@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -35,13 +34,17 @@ def resolve_tracking_uri(configured: str | None, run_dir: str | Path) -> str:
     return "sqlite:///" + str(Path(run_dir).resolve() / "mlflow.db")
 
 
-def store_error(uri: str, error: BaseException) -> UserError:
-    """One line for a failing store: its innermost cause, and what to do."""
+def root_cause(error: BaseException) -> str:
+    """The first line of the innermost error in a chain (the one worth showing)."""
     while error.__cause__ is not None or error.__context__ is not None:
         error = error.__cause__ or error.__context__
-    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    return UserError(f"MLflow store {uri} failed ({reason}): start it, or set tracking.uri / MLFLOW_TRACKING_URI "
-                     "to a working store, or tracking=none")
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def store_error(uri: str, error: BaseException) -> UserError:
+    """One line for a failing store: its innermost cause, and what to do."""
+    return UserError(f"MLflow store {uri} failed ({root_cause(error)}): start it, or set tracking.uri / "
+                     "MLFLOW_TRACKING_URI to a working store, or tracking=none")
 
 
 def _local_artifact_root(uri: str) -> str | None:
@@ -177,27 +180,23 @@ class ResilientTracker(Tracker):
 
     def __init__(self, backlog: Path, uri: str, experiment: str, run_id: str | None, run_name: str | None,
                  tags: Mapping[str, Any] | None, reopen: bool = True):
-        self.backlog, self.uri, self.inner = backlog, uri, None
-        start = {"op": "start", "uri": uri, "experiment": experiment, "run_id": run_id, "run_name": run_name,
-                 "tags": _str_values(tags or {})}
+        self.backlog, self.uri, self.inner, self.run_id = backlog, uri, None, run_id
+        # the first record of a backlog: which run its records belong to
+        self.start = {"op": "start", "uri": uri, "experiment": experiment, "run_id": run_id, "run_name": run_name,
+                      "tags": _str_values(tags or {})}
         try:
             self.inner = MlflowTracker(uri, experiment, run_id, run_name, tags, reopen)
-            self.run_id, self.created = self.inner.run_id, self.inner.created
-            start["run_id"] = self.run_id
         except Exception as error:  # any failure of the store: keep training
-            self.run_id = run_id
             self._fail(error)
-        self.start = start
-        if self.inner is None:
-            self._append(start)
+            return
+        self.run_id, self.created = self.inner.run_id, self.inner.created
+        self.start["run_id"] = self.run_id
 
     def _fail(self, error: Exception) -> None:
         log.warning("MLflow store %s failed (%s): training goes on; tracking is kept in %s, replay it with "
-                    "`snnlstm sync run=%s`", self.uri, str(error).strip().splitlines()[0] if str(error).strip() else
-                    type(error).__name__, self.backlog, self.backlog.parent)
-        if self.inner is not None:
-            self.inner = None
-            self._append(self.start)
+                    "`snnlstm sync run=%s`", self.uri, root_cause(error), self.backlog, self.backlog.parent)
+        self.inner = None
+        self._append(self.start)
 
     def _append(self, record: dict[str, Any]) -> None:
         self.backlog.parent.mkdir(parents=True, exist_ok=True)
@@ -217,8 +216,7 @@ class ResilientTracker(Tracker):
         self._do("log_params", {"op": "params", "params": _str_values(params)}, params)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        record = {"op": "metrics", "metrics": {k: float(v) for k, v in metrics.items()}, "step": step,
-                  "timestamp": int(time.time() * 1000)}
+        record = {"op": "metrics", "metrics": {k: float(v) for k, v in metrics.items()}, "step": step}
         self._do("log_metrics", record, metrics, step)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:

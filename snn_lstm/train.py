@@ -279,9 +279,11 @@ def _train_loop(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # also for a non-finite loss: under DDP every process takes part in each reduction
         loss_value = group.mean(loss.item())
-        if trainer["grad_clip"]:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), trainer["grad_clip"])
-        finite = math.isfinite(loss_value) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        # one reduction gives the norm (before any clipping) and says whether every gradient is finite
+        norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), trainer["grad_clip"]) if trainer["grad_clip"]
+                else torch.nn.utils.get_total_norm(grads))
+        finite = math.isfinite(loss_value) and math.isfinite(norm)
         if finite:
             optimizer.step()
             running["loss_sum"], running["count"] = running["loss_sum"] + loss_value, running["count"] + 1

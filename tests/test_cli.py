@@ -7,11 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from conftest import BIN, snnlstm
+from conftest import snnlstm
 
 SMOKE = ["trainer=smoke", "task.seq_len=12", "task.val_size=8", "task.test_size=8", "model.hidden_size=16"]
 

@@ -2,7 +2,6 @@
 perplexity against a hand-checked value, truncated BPTT state carry, generation."""
 
 import math
-from pathlib import Path
 
 import pytest
 import torch

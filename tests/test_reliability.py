@@ -64,10 +64,6 @@ def store(run_dir: Path) -> MlflowClient:
     return MlflowClient(tracking_uri="sqlite:///" + str(run_dir / "mlflow.db"))
 
 
-def final_weights(folder: Path) -> dict[str, torch.Tensor]:
-    return torch.load(folder / "last.pt", weights_only=True)["model"]
-
-
 def assert_same_run_outcome(straight: Path, resumed: Path) -> None:
     a, b = (torch.load(folder / "last.pt", weights_only=True) for folder in (straight, resumed))
     assert a["step"] == b["step"]

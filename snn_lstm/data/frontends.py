@@ -98,7 +98,7 @@ def cached_features(
     folder = cache_dir / "frontends" / f"{cfg['name']}-{cache_key(cfg, sample_rate, num_samples, paths)}"
     if folder.is_dir():
         log.info("front end %s: features from %s", cfg["name"], folder)
-        return datasets.load_from_disk(str(folder)).with_format("numpy")["features"]
+        return np.asarray(datasets.load_from_disk(str(folder)).with_format("numpy")["features"])
     frontend = build_frontend(cfg, sample_rate, num_samples)
     log.info("front end %s: computing features of %d recordings (cached in %s)", cfg["name"], len(paths), folder)
     chunks = []

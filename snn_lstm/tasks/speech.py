@@ -24,12 +24,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from snn_lstm.data.frontends import cached_features
-from snn_lstm.data.fsdd import SAMPLE_RATE, list_recordings, read_wav, recordings_folder
+from snn_lstm.data.fsdd import SAMPLE_RATE, TEST_INDICES, Recording, list_recordings, read_wav, recordings_folder
 from snn_lstm.errors import UserError
 from snn_lstm.tasks.classification import ClassificationTask
 
@@ -43,7 +42,7 @@ class SpokenDigitTask(ClassificationTask):
     def __init__(self, cfg: dict[str, Any], encoder, seed: int, eval_limit: int | None, data_dir: str, cache_dir: str):
         if cfg["layout"] not in LAYOUTS:
             raise UserError(f"task.layout must be one of {', '.join(LAYOUTS)}, got '{cfg['layout']}'")
-        if not 5 < cfg["val_from_index"] < NUM_INDICES:
+        if not TEST_INDICES.stop < cfg["val_from_index"] < NUM_INDICES:
             raise UserError(f"task.val_from_index must lie in 6..49 (training indices are 5-49), got {cfg['val_from_index']}")
         if cfg["num_samples"] <= 0:
             raise UserError(f"task.num_samples must be a positive integer, got {cfg['num_samples']}")
@@ -53,14 +52,9 @@ class SpokenDigitTask(ClassificationTask):
         speakers = list(cfg["speakers"] or [])
         test_speakers = list(cfg["test_speakers"] or speakers)
         recordings = list_recordings(recordings_folder(data_dir), sorted(set(speakers + test_speakers)) or None)
-        features = torch.from_numpy(np.asarray(cached_features(
-            dict(cfg["frontend"]),
-            [r.path for r in recordings],
-            read_wav,
-            SAMPLE_RATE,
-            cfg["num_samples"],
-            Path(cache_dir),
-        )))
+        features = torch.from_numpy(cached_features(
+            dict(cfg["frontend"]), [r.path for r in recordings], read_wav, SAMPLE_RATE, cfg["num_samples"], Path(cache_dir)
+        ))
         if cfg["layout"] == "averaged":
             features = features.mean(1)
             steps, size = cfg["steps"], features.shape[1]
@@ -68,11 +62,11 @@ class SpokenDigitTask(ClassificationTask):
                 raise UserError(f"task.steps must divide the front end's {size} coefficients, got {steps}")
             features = features.reshape(len(features), steps, size // steps)
 
-        def split_of(index: int) -> str:
-            return "test" if index < 5 else "val" if index >= cfg["val_from_index"] else "train"
+        def split_of(recording: Recording) -> str:
+            return "val" if recording.split == "train" and recording.index >= cfg["val_from_index"] else recording.split
 
         def chosen(split: str, allowed: list[str]) -> list[int]:
-            return [k for k, r in enumerate(recordings) if split_of(r.index) == split and (not allowed or r.speaker in allowed)]
+            return [k for k, r in enumerate(recordings) if split_of(r) == split and (not allowed or r.speaker in allowed)]
 
         rows = {"train": chosen("train", speakers), "val": chosen("val", speakers), "test": chosen("test", test_speakers)}
         for split, index in rows.items():
