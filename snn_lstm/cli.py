@@ -11,6 +11,7 @@ VERBS = {
     "train": ("snn_lstm.train", "train a model (Hydra app: snnlstm train task=... model=...)"),
     "evaluate": ("snn_lstm.evaluate", "evaluate a checkpoint on a split (snnlstm evaluate ckpt=PATH)"),
     "generate": ("snn_lstm.generate", "sample text from a trained language model (snnlstm generate ckpt=PATH prompt=...)"),
+    "search": ("snn_lstm.search", "Optuna hyperparameter search over train (snnlstm search space=sine n_trials=20)"),
     "bench": ("snn_lstm.bench", "time the spiking LSTM against torch.nn.LSTM (speed, memory)"),
     "report": ("snn_lstm.report", "rebuild the paper's tables and figures from the MLflow runs (format=md|html)"),
     "sync": ("snn_lstm.sync", "replay a run's tracking backlog into MLflow (snnlstm sync run=FOLDER)"),

@@ -244,6 +244,29 @@ class ReportConfig:
 
 
 @dataclass
+class SearchSpaceConfig:
+    name: str = MISSING
+    train: List[str] = field(default_factory=list)  # `snnlstm train` overrides of every trial
+    params: Dict[str, Any] = field(default_factory=dict)  # override key -> {type, low, high, log, step | choices}
+
+
+@dataclass
+class SearchConfig:
+    space: SearchSpaceConfig = MISSING
+    study: str = MISSING  # the study's name in the storage; the same name continues it
+    n_trials: int = 20  # finished (complete or pruned) trials to reach
+    storage: Optional[str] = None  # Optuna RDB URL; None: sqlite optuna.db in the study's folder
+    sampler: str = "tpe"  # tpe or random
+    pruner: str = "median"  # median or none
+    pruner_startup_trials: int = 3  # trials before pruning and TPE start
+    pruner_warmup_steps: int = 0  # training steps of a trial before it may be pruned
+    heartbeat_s: int = 30  # a trial silent for 2 heartbeats is dead: FAIL, and retried
+    seed: int = 0  # the sampler's
+    tracking: TrackingConfig = MISSING
+    paths: PathsConfig = MISSING
+
+
+@dataclass
 class SyncConfig:
     run: str = MISSING  # the run folder holding tracking_backlog.jsonl
     tracking: TrackingConfig = MISSING
@@ -257,6 +280,8 @@ def register_schemas() -> None:
     cs.store(name="schema_generate", node=GenerateConfig)
     cs.store(name="schema_report", node=ReportConfig)
     cs.store(name="schema_sync", node=SyncConfig)
+    cs.store(name="schema_search", node=SearchConfig)
+    cs.store(group="schema/space", name="space", node=SearchSpaceConfig)
     for group, name, node in (
         ("task", "sine", SineTaskConfig),
         ("task", "image", ImageTaskConfig),

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import hydra
 import torch
@@ -35,6 +35,7 @@ from snn_lstm.energy import energy_metrics
 from snn_lstm.errors import UserError, reports_user_errors, run_reporting_errors
 from snn_lstm.models import build_model, model_args
 from snn_lstm.tasks import build_task
+from snn_lstm.sweeps import multirun_tags, worker_name
 from snn_lstm.tasks.base import Task
 from snn_lstm.tracking import BACKLOG, Tracker, flatten, make_tracker
 
@@ -122,21 +123,36 @@ def evaluate_split(task: Task, model: torch.nn.Module, split: str, device: torch
     return {f"{split}/{name}": value for name, value in metrics.items()}
 
 
-def train(cfg: DictConfig, out_dir: Path) -> float:
+# Called after each validation with (step, value of the monitor metric); True prunes the run.
+ValidationHook = Callable[[int, float], bool]
+
+
+class Pruned(Exception):
+    """A search pruned the run after a validation (its checkpoints are kept)."""
+
+
+class NonFinite(UserError):
+    """The loss or its gradient became non-finite (trainer.on_nonfinite=stop)."""
+
+
+def train(cfg: DictConfig, out_dir: Path, tags: dict[str, str] | None = None,
+          on_validation: ValidationHook | None = None) -> float:
     """Train as `cfg` says, writing into `out_dir`; returns the best validation
-    value of the task's monitor metric (what a sweeper optimises)."""
+    value of the task's monitor metric (what a sweeper optimises). `tags` go on
+    the MLflow run (a sweep's parent, ...) besides the config's `tags`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     config = to_plain(cfg)
     trainer = config["trainer"]
     check_trainer(trainer)
     group, device = join(select_device(trainer["device"]), trainer["batch_size"], config["run_name"])
     try:
-        return _train(cfg, config, out_dir, group, device)
+        return _train(cfg, config, out_dir, group, device, tags or {}, on_validation)
     finally:
         leave(group)
 
 
-def _train(cfg: DictConfig, config: dict[str, Any], out_dir: Path, group: Group, device: torch.device) -> float:
+def _train(cfg: DictConfig, config: dict[str, Any], out_dir: Path, group: Group, device: torch.device,
+           tags: dict[str, str], on_validation: ValidationHook | None) -> float:
     trainer = config["trainer"]
     setup_torch(trainer["threads"])
     torch.manual_seed(config["seed"])
@@ -190,13 +206,18 @@ def _train(cfg: DictConfig, config: dict[str, Any], out_dir: Path, group: Group,
         config["paths"]["run_dir"],
         run_id=run_id,
         run_name=f"{task.name}-{config['model']['name']}-seed{config['seed']}",
-        tags={"task": task.name, "model": config["model"]["name"], "seed": config["seed"], **config["tags"]},
+        tags={"task": task.name, "model": config["model"]["name"], "seed": config["seed"], "monitor": task.monitor,
+              "monitor_mode": task.monitor_mode, "worker": worker_name(), **tags, **config["tags"]},
         backlog=out_dir / BACKLOG,
     )
     try:
         with StopRequests() as stop:
             best_value = _train_loop(config, task, model, optimizer, scheduler, device, tracker, start_step, best, carry,
-                                     running, out_dir, stop, group)
+                                     running, out_dir, stop, group, on_validation)
+    except Pruned:
+        tracker.set_tags({"pruned": "true"})
+        tracker.finish("FINISHED")
+        raise
     except (KeyboardInterrupt, Stopped):
         tracker.finish("KILLED")
         raise
@@ -224,6 +245,7 @@ def _train_loop(
     out_dir: Path,
     stop: "StopRequests",
     group: Group = Group(),
+    on_validation: ValidationHook | None = None,
 ) -> float:
     trainer = config["trainer"]
     steps = trainer["steps"]
@@ -292,7 +314,7 @@ def _train_loop(
             log.warning("step %d: non-finite loss or gradient (%s), batch skipped (%d so far)", step, loss.item(),
                         running["skipped"])
         else:
-            raise UserError(
+            raise NonFinite(
                 f"the loss or its gradient became non-finite ({loss.item()}) at step {step}: lower optimizer.lr, set "
                 f"trainer.grad_clip or trainer.on_nonfinite=skip (the last good checkpoint is {out_dir / 'last.pt'})"
             )
@@ -323,6 +345,9 @@ def _train_loop(
                 best = {"metric": best["metric"], "value": value, "step": done}
                 checkpoint(out_dir / "best.pt", done, metrics)
             checkpoint(out_dir / "last.pt", done, metrics)
+            tracker.log_metrics({f"val/best_{task.monitor}": best["value"]}, done)
+            if on_validation is not None and on_validation(done, value) and done < steps:
+                raise Pruned(f"pruned at step {done} ({best['metric']}={value:.6g})")
 
         if stop.requested and done < steps:
             checkpoint(out_dir / "last.pt", done, metrics)
@@ -390,7 +415,7 @@ def _format(metrics: dict[str, float]) -> str:
 @reports_user_errors("train")
 def hydra_app(cfg: DictConfig) -> float:
     try:
-        return train(cfg, Path(HydraConfig.get().runtime.output_dir))
+        return train(cfg, Path(HydraConfig.get().runtime.output_dir), tags=multirun_tags())
     except Stopped as stopped:
         print(f"snnlstm train: {stopped}", file=sys.stderr)
         sys.exit(130)

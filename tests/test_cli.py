@@ -34,7 +34,7 @@ def test_help_lists_the_verbs(tmp_path, cli_env):
 def test_unknown_verb_is_one_line(tmp_path, cli_env):
     result = snnlstm(["fly"], tmp_path, cli_env, check=False)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["snnlstm: error: unknown verb 'fly': choose one of train, evaluate, generate, bench, report, sync"]
+    assert result.stderr.strip().splitlines() == ["snnlstm: error: unknown verb 'fly': choose one of train, evaluate, generate, search, bench, report, sync"]
 
 
 def test_cfg_job_prints_the_composed_config(tmp_path, cli_env):
@@ -91,7 +91,9 @@ def test_multirun_makes_one_run_per_job(tmp_path, cli_env):
     snnlstm(["train", "-m", *SMOKE, "trainer.steps=2", "seed=0,1", f"paths.run_dir={run_dir}"], tmp_path, cli_env)
     experiment = store(run_dir).get_experiment_by_name("snnlstm")
     runs = store(run_dir).search_runs([experiment.experiment_id])
-    assert sorted(r.data.tags["seed"] for r in runs) == ["0", "1"]
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    jobs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.tags["seed"] for r in jobs) == ["0", "1"] and len(runs) == 3
     assert len(list((run_dir / "sine" / "multirun").glob("*/*/last.pt"))) == 2
 
 
