@@ -68,6 +68,10 @@ def test_train_then_evaluate_with_mlflow(tmp_path, cli_env):
     assert checkpoint["tracking"]["run_id"] == run.info.run_id
     assert run.info.status == "FINISHED"
     assert run.data.tags["task"] == "sine" and run.data.tags["model"] == "slstm" and run.data.tags["seed"] == "0"
+    assert run.data.tags["monitor"] == "mse" and run.data.tags["monitor_mode"] == "min"
+    assert "mlflow.parentRunId" not in run.data.tags and "sweep_id" not in run.data.tags  # not a sweep: no parent
+    best_so_far = [m.value for m in client.get_metric_history(run.info.run_id, "val/best_mse")]
+    assert best_so_far == sorted(best_so_far, reverse=True) and len(best_so_far) == 2  # after each validation
     assert run.data.params["model.hidden_size"] == "16" and run.data.params["surrogate.alpha2"] == "0.3"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1, 2, 3, 4]
     assert {"val/mse", "test/mse", "test/baseline_mse"} <= set(run.data.metrics)

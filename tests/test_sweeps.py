@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -93,14 +94,6 @@ def test_a_failed_job_fails_the_parent(tmp_path, cli_env):
     parent, children = parent_and_children(run_dir)
     assert parent.info.status == "FAILED"
     assert [c.info.status for c in children] == ["FINISHED"]  # job 0 ran; job 1 never started a run
-
-
-def test_plain_runs_have_no_parent(tmp_path, cli_env):
-    run_dir = tmp_path / "runs"
-    snnlstm(["train", *SMOKE, f"paths.run_dir={run_dir}"], tmp_path, cli_env)
-    (run,) = runs_of(run_dir)
-    assert "mlflow.parentRunId" not in run.data.tags and "sweep_id" not in run.data.tags
-    assert run.data.tags["monitor"] == "mse" and run.data.tags["monitor_mode"] == "min"
 
 
 # ----------------------------------------------------------------- snnlstm search
@@ -196,19 +189,31 @@ def test_search_prunes_a_trial_worse_than_the_median(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "override, message",
+    "params, message",
     [
-        ("space.params={optimizer.lr: {type: uniform, low: 1, high: 2}}", "needs type: one of float, int, categorical"),
-        ("space.params={optimizer.lr: {type: float, low: 2, high: 1}}", "needs numbers low < high"),
-        ("space.params={optimizer.lr: {type: float, low: 0, high: 1, log: true}}", "a log-scaled range needs low > 0"),
-        ("sampler=grid", "sampler must be one of tpe, random"),
+        ({}, "the search space has no params"),
+        ({"optimizer.lr": {"type": "uniform", "low": 1, "high": 2}}, "needs type: one of float, int, categorical"),
+        ({"optimizer.lr": {"type": "float", "low": 2, "high": 1}}, "needs numbers low < high"),
+        ({"optimizer.lr": {"type": "float", "low": 0, "high": 1, "log": True}}, "a log-scaled range needs low > 0"),
+        ({"optimizer.lr": {"type": "float", "low": 1, "high": 2, "log": True, "step": 1}}, "either log: true or a step"),
+        ({"optimizer.lr": {"type": "float", "low": 1, "high": 2, "scale": 3}}, "unknown keys ['scale']"),
+        ({"model.name": {"type": "categorical", "choices": []}}, "needs a non-empty `choices` list"),
     ],
 )
-def test_search_bad_input_is_one_line(tmp_path, cli_env, override, message):
-    result = snnlstm(["search", override, f"paths.run_dir={tmp_path / 'runs'}"], tmp_path, cli_env, check=False)
+def test_malformed_space_entries_are_named(params, message):
+    from snn_lstm.errors import UserError
+    from snn_lstm.search import check_space
+
+    with pytest.raises(UserError, match=re.escape(message)):
+        check_space(params)
+
+
+def test_search_bad_input_is_one_line(tmp_path, cli_env):
+    result = snnlstm(["search", "space.params={optimizer.lr: {type: float, low: 2, high: 1}}",
+                      f"paths.run_dir={tmp_path / 'runs'}"], tmp_path, cli_env, check=False)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("snnlstm search: error: ")
-    assert message in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "snnlstm search: error: space.params.optimizer.lr: needs numbers low < high, got low=2 high=1"]
 
 
 @pytest.mark.parametrize("space", sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "space").glob("*.yaml")))
