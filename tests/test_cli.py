@@ -1,5 +1,5 @@
 """The installed `snnlstm` command, run as a user runs it: train, evaluate,
-sweeps, resume, MLflow contents and one-line errors."""
+resume, MLflow contents and one-line errors (sweeps: test_sweeps.py)."""
 
 from __future__ import annotations
 
@@ -88,17 +88,6 @@ def test_train_then_evaluate_with_mlflow(tmp_path, cli_env):
     history = client.get_metric_history(run.info.run_id, "test/mse")
     assert [m.value for m in history] == [logged, logged]  # training's and evaluate's, same step
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
-
-
-def test_multirun_makes_one_run_per_job(tmp_path, cli_env):
-    run_dir = tmp_path / "runs"
-    snnlstm(["train", "-m", *SMOKE, "trainer.steps=2", "seed=0,1", f"paths.run_dir={run_dir}"], tmp_path, cli_env)
-    experiment = store(run_dir).get_experiment_by_name("snnlstm")
-    runs = store(run_dir).search_runs([experiment.experiment_id])
-    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    jobs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert sorted(r.data.tags["seed"] for r in jobs) == ["0", "1"] and len(runs) == 3
-    assert len(list((run_dir / "sine" / "multirun").glob("*/*/last.pt"))) == 2
 
 
 def test_resume_continues_to_the_same_weights(tmp_path, cli_env):

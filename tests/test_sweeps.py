@@ -61,6 +61,7 @@ def test_parallel_multirun_nests_four_jobs_under_one_parent(tmp_path, cli_env):
     best = min(children, key=lambda c: c.data.metrics["val/best_mse"])
     assert parent.data.tags["best_run_id"] == best.info.run_id
     assert parent.data.metrics["sweep/best_mse"] == best.data.metrics["val/best_mse"]
+    assert len(list((run_dir / "sine" / "multirun").glob("*/*/last.pt"))) == 4  # a run folder per job
     announcement = json.loads(next((run_dir / "sine" / "multirun").glob("*/mlflow_sweep.json")).read_text())
     assert announcement == {"sweep_id": sweep_id, "parent_run_id": parent.info.run_id}
 
