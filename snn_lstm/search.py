@@ -335,7 +335,9 @@ def hydra_app(cfg: DictConfig) -> None:
     try:
         result = search(cfg, Path(HydraConfig.get().runtime.output_dir))
     except Stopped as stopped:
-        print(f"snnlstm search: {stopped}; the same command continues the study", file=sys.stderr)
+        reason = str(stopped).split(":")[0]  # "stopped by SIGTERM at step N"
+        print(f"snnlstm search: the trial in flight was {reason}, its checkpoint written; the same command "
+              "resumes it and continues the study", file=sys.stderr)
         sys.exit(130)
     print(json.dumps(result, indent=2, default=str))
 

@@ -32,6 +32,7 @@ from snn_lstm.tracking import MlflowTracker, make_tracker
 log = logging.getLogger("snnlstm.sweeps")
 SWEEP_FILE = "mlflow_sweep.json"
 PARENT_TAG = "mlflow.parentRunId"
+RUN_STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING")
 
 
 def new_sweep_id() -> str:
@@ -77,8 +78,9 @@ def summarise(parent: MlflowTracker) -> str:
         key = value if mode == "min" else -value
         if best is None or key < best[0]:
             best = (key, child)
+    # every status, also at 0: a continued search overwrites the counts of its earlier stop
     parent.log_metrics({"sweep/jobs": len(children),
-                        **{f"sweep/{status.lower()}": n for status, n in counts.items()}}, 0)
+                        **{f"sweep/{status.lower()}": counts.get(status, 0) for status in RUN_STATUSES}}, 0)
     if best is not None:
         child = best[1]
         monitor = child.data.tags["monitor"]

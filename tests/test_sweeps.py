@@ -164,6 +164,28 @@ def test_search_killed_during_the_second_trial_continues(tmp_path, cli_env):
         str(t.number) for t in trials if t.state.name == "COMPLETE" and t.number not in (0, retry.number))])
     assert {c.info.status for c in children} == {"FINISHED"}
     assert {c.data.tags["sweep_id"] for c in children} == {parent.data.tags["sweep_id"]}
+    assert parent.data.metrics["sweep/finished"] == 3 and parent.data.metrics["sweep/running"] == 0
+
+
+def test_search_stopped_by_sigterm_queues_its_trial_for_resuming(tmp_path, cli_env):
+    run_dir = tmp_path / "runs"
+    train = json.dumps([*SEARCH_TRAIN, "trainer.steps=2000"])
+    search = subprocess.Popen([str(BIN / "snnlstm"), *search_args(run_dir, f"space.train={train}")], cwd=tmp_path,
+                              env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    checkpoint = run_dir / "search" / "sine" / "trial_0" / "last.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline and search.poll() is None:
+        time.sleep(0.1)
+    search.send_signal(signal.SIGTERM)
+    _, stderr = search.communicate(timeout=60)
+    assert search.returncode == 130
+    assert stderr.strip().splitlines()[-1].startswith("snnlstm search: the trial in flight was stopped by SIGTERM")
+    trials = load_study(run_dir).trials
+    assert [t.state.name for t in trials] == ["FAIL", "WAITING"]  # the retry is queued at once
+    assert trials[1].system_attrs["failed_trial"] == 0 and trials[1].params == trials[0].params
+    parent, (child,) = parent_and_children(run_dir)
+    assert parent.info.status == "KILLED" and child.info.status == "KILLED"
+    assert parent.data.metrics["sweep/killed"] == 1 and parent.data.metrics["sweep/finished"] == 0
 
 
 def test_search_prunes_a_trial_worse_than_the_median(tmp_path):
