@@ -73,6 +73,11 @@ def previous_path(path: Path) -> Path:
     return path.with_name(path.stem + ".prev" + path.suffix)
 
 
+def has_checkpoint(path: Path) -> bool:
+    """Whether `path` or its previous version exists (what load_latest can try)."""
+    return Path(path).exists() or previous_path(Path(path)).exists()
+
+
 def save_checkpoint(payload: dict[str, Any], path: Path) -> Path:
     """Write atomically: a temp file in the same folder, fsync, keep the old file as
     <name>.prev.pt, rename, fsync the folder, so a crash leaves either the old

@@ -34,6 +34,7 @@ import logging
 import math
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -43,10 +44,11 @@ from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from snn_lstm.checkpoint import has_checkpoint
 from snn_lstm.config import CONFIG_PATH, to_plain
 from snn_lstm.errors import UserError, reports_user_errors, run_reporting_errors
-from snn_lstm.sweeps import child_tags, new_sweep_id, open_parent, summarise, worker_name
-from snn_lstm.tasks import TASKS
+from snn_lstm.sweeps import child_runs, child_tags, new_sweep_id, open_parent, summarise, worker_name
+from snn_lstm.tasks import task_class
 from snn_lstm.tracking import MlflowTracker
 from snn_lstm.train import NonFinite, Pruned, Stopped, train
 
@@ -194,9 +196,7 @@ def close_dead_children(parent: MlflowTracker, study) -> None:
     dead = {str(t.number) for t in study.get_trials(deepcopy=False) if t.state.name == "FAIL"}
     if not dead:
         return
-    experiment = parent.client.get_run(parent.run_id).info.experiment_id
-    for run in parent.client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent.run_id}' "
-                                                                     "and attributes.status = 'RUNNING'"):
+    for run in child_runs(parent, status="RUNNING"):
         if run.data.tags.get("optuna_trial") in dead:
             parent.client.set_terminated(run.info.run_id, status="KILLED")
 
@@ -206,11 +206,9 @@ def search(cfg: DictConfig, folder: Path) -> dict[str, Any]:
     space = to_plain(cfg.space)
     check_space(space["params"])
     probe = trial_config(space["train"], first_values(space["params"]), cfg)  # bad keys fail here, in one line
-    task_class = TASKS.get(probe.task.kind)
-    if task_class is None:
-        raise UserError(f"unknown task kind '{probe.task.kind}'")
-    metric = f"val/{task_class.monitor}"
-    direction = "minimize" if task_class.monitor_mode == "min" else "maximize"
+    task = task_class(probe.task.kind)
+    metric = f"val/{task.monitor}"
+    direction = "minimize" if task.monitor_mode == "min" else "maximize"
     study, storage, url = open_study(cfg, direction, space, folder)
 
     parent_id, sweep_id = study.user_attrs.get("mlflow_parent_run_id"), study.user_attrs.get("sweep_id")
@@ -260,8 +258,6 @@ def best_trial(study):
 def run_trials(cfg: DictConfig, study, storage, space: dict[str, Any], folder: Path, parent: MlflowTracker | None,
                sweep_id: str) -> None:
     """Ask, train, tell until the study holds `n_trials` finished (complete or pruned) trials."""
-    import time
-
     from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
     from optuna.trial import TrialState
 
@@ -287,7 +283,7 @@ def run_trials(cfg: DictConfig, study, storage, space: dict[str, Any], folder: P
         root = retry.retried_trial_number(stored)
         trial_dir = folder / f"trial_{trial.number if root is None else root}"
         values = suggest(trial, space["params"])
-        resume = (trial_dir / "last.pt").exists() or (trial_dir / "last.prev.pt").exists()
+        resume = has_checkpoint(trial_dir / "last.pt")
         log.info("trial %d%s: %s", trial.number, f" (retry of {root}, resuming)" if resume else "", values)
         trial_cfg = trial_config(space["train"], values, cfg)
         trial_cfg.resume = resume
@@ -323,8 +319,8 @@ def run_trials(cfg: DictConfig, study, storage, space: dict[str, Any], folder: P
             study.tell(trial, state=TrialState.FAIL)
             continue
         study.tell(trial, value)
-        log.info("trial %d: %s = %.6g (best so far %.6g, trial %d)", trial.number, "value", value,
-                 study.best_value, study.best_trial.number)
+        log.info("trial %d: %.6g (best so far %.6g, trial %d)", trial.number, value, study.best_value,
+                 study.best_trial.number)
         if parent is not None:
             parent.log_metrics({"trial/value": value}, trial.number)
 

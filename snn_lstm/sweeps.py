@@ -62,31 +62,38 @@ def open_parent(tracking: Mapping[str, Any], run_dir: str | Path, run_name: str,
         return None
 
 
+def child_runs(parent: MlflowTracker, status: str | None = None) -> list:
+    """The runs whose parent is `parent` (only those in `status` when given)."""
+    experiment = parent.client.get_run(parent.run_id).info.experiment_id
+    condition = f"tags.`{PARENT_TAG}` = '{parent.run_id}'" + (f" and attributes.status = '{status}'" if status else "")
+    return parent.client.search_runs([experiment], filter_string=condition)
+
+
+def best_value(run) -> float | None:
+    """A run's best validation value of its task's monitor, negated when higher is better,
+    so that the lowest is the best across tasks; None if it has none."""
+    tags = run.data.tags
+    value = run.data.metrics.get(f"val/best_{tags.get('monitor')}")
+    if value is None or tags.get("monitor_mode") not in ("min", "max"):
+        return None
+    return value if tags["monitor_mode"] == "min" else -value
+
+
 def summarise(parent: MlflowTracker) -> str:
     """Log the jobs' statuses and the best job on the parent; returns the parent's
     final status (FINISHED when every job finished)."""
-    children = parent.client.search_runs([parent.client.get_run(parent.run_id).info.experiment_id],
-                                         filter_string=f"tags.`{PARENT_TAG}` = '{parent.run_id}'")
-    counts: dict[str, int] = {}
-    best: tuple[float, Any] | None = None
-    for child in children:
-        counts[child.info.status] = counts.get(child.info.status, 0) + 1
-        monitor, mode = child.data.tags.get("monitor"), child.data.tags.get("monitor_mode")
-        value = child.data.metrics.get(f"val/best_{monitor}")
-        if value is None or mode not in ("min", "max"):
-            continue
-        key = value if mode == "min" else -value
-        if best is None or key < best[0]:
-            best = (key, child)
+    children = child_runs(parent)
+    statuses = [child.info.status for child in children]
     # every status, also at 0: a continued search overwrites the counts of its earlier stop
     parent.log_metrics({"sweep/jobs": len(children),
-                        **{f"sweep/{status.lower()}": counts.get(status, 0) for status in RUN_STATUSES}}, 0)
-    if best is not None:
-        child = best[1]
-        monitor = child.data.tags["monitor"]
-        parent.log_metrics({f"sweep/best_{monitor}": child.data.metrics[f"val/best_{monitor}"]}, 0)
-        parent.set_tags({"best_run_id": child.info.run_id, "best_job": child.data.tags.get("sweep_job", "")})
-    return "FINISHED" if children and counts.get("FINISHED", 0) == len(children) else "FAILED"
+                        **{f"sweep/{status.lower()}": statuses.count(status) for status in RUN_STATUSES}}, 0)
+    scored = [child for child in children if best_value(child) is not None]
+    if scored:
+        best = min(scored, key=best_value)
+        monitor = best.data.tags["monitor"]
+        parent.log_metrics({f"sweep/best_{monitor}": best.data.metrics[f"val/best_{monitor}"]}, 0)
+        parent.set_tags({"best_run_id": best.info.run_id, "best_job": best.data.tags.get("sweep_job", "")})
+    return "FINISHED" if children and statuses.count("FINISHED") == len(children) else "FAILED"
 
 
 # ----------------------------------------------------------------- Hydra multiruns
@@ -95,9 +102,11 @@ def multirun_tags() -> dict[str, str]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    if not HydraConfig.initialized():
         return {}
     hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return {}
     announcement = Path(hydra_cfg.sweep.dir) / SWEEP_FILE
     if not announcement.exists():
         return {}

@@ -28,14 +28,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from snn_lstm.checkpoint import load_latest, previous_path, restore_rng_states, rng_states, save_checkpoint
+from snn_lstm.checkpoint import has_checkpoint, load_latest, restore_rng_states, rng_states, save_checkpoint
 from snn_lstm.config import CONFIG_PATH, instantiate, to_plain
 from snn_lstm.distributed import Group, join, leave
 from snn_lstm.energy import energy_metrics
 from snn_lstm.errors import UserError, reports_user_errors, run_reporting_errors
 from snn_lstm.models import build_model, model_args
-from snn_lstm.tasks import build_task
 from snn_lstm.sweeps import multirun_tags, worker_name
+from snn_lstm.tasks import build_task
 from snn_lstm.tasks.base import Task
 from snn_lstm.tracking import BACKLOG, Tracker, flatten, make_tracker
 
@@ -180,7 +180,7 @@ def _train(cfg: DictConfig, config: dict[str, Any], out_dir: Path, group: Group,
     carry = None  # the recurrent state handed from one step to the next (truncated BPTT)
     running = {"loss_sum": 0.0, "count": 0, "skipped": 0}  # train/loss since the last log; skipped batches
     if config["resume"]:
-        if not (last_path.exists() or previous_path(last_path).exists()):
+        if not has_checkpoint(last_path):
             raise UserError(
                 f"resume=true but there is no checkpoint to resume in {out_dir}: "
                 "drop resume=true to start a new run, or pass run_name=<folder> of the run to continue"
@@ -338,14 +338,15 @@ def _train_loop(
 
         if group.main and (done % trainer["eval_every"] == 0 or done == steps):
             metrics = evaluate_split(task, model, "val", device)
-            tracker.log_metrics(metrics, done)
-            log.info("step %d: %s", done, _format(metrics))
             value = metrics[best["metric"]]
-            if task.is_better(value, best["value"]):
+            improved = task.is_better(value, best["value"])
+            if improved:
                 best = {"metric": best["metric"], "value": value, "step": done}
+            tracker.log_metrics({**metrics, f"val/best_{task.monitor}": best["value"]}, done)
+            log.info("step %d: %s", done, _format(metrics))
+            if improved:
                 checkpoint(out_dir / "best.pt", done, metrics)
             checkpoint(out_dir / "last.pt", done, metrics)
-            tracker.log_metrics({f"val/best_{task.monitor}": best["value"]}, done)
             if on_validation is not None and on_validation(done, value) and done < steps:
                 raise Pruned(f"pruned at step {done} ({best['metric']}={value:.6g})")
 

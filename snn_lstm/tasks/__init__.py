@@ -17,15 +17,19 @@ TASKS: dict[str, type[Task]] = {"sine": SineTask, "image": SequentialImageTask, 
                                  "speech": SpokenDigitTask}
 
 
+def task_class(kind: str) -> type[Task]:
+    if kind not in TASKS:
+        raise UserError(f"unknown task kind '{kind}': choose one of {', '.join(TASKS)}")
+    return TASKS[kind]
+
+
 def build_task(
     cfg: dict[str, Any], *, encoder: str, data_dir: str, seed: int, eval_limit: int | None, cache_dir: str = "cache"
 ) -> Task:
-    kind = cfg["kind"]
-    if kind not in TASKS:
-        raise UserError(f"unknown task kind '{kind}': choose one of {', '.join(TASKS)}")
+    implementation = task_class(cfg["kind"])
     if eval_limit is not None and eval_limit <= 0:
         raise UserError(f"trainer.eval_limit must be a positive integer or null, got {eval_limit}")
-    task = TASKS[kind](
+    task = implementation(
         cfg, build_encoder(encoder), seed=seed, eval_limit=eval_limit, data_dir=data_dir, cache_dir=cache_dir
     )
     task.name = cfg["name"]
