@@ -8,9 +8,11 @@ database ``<paths.run_dir>/mlflow.db`` with artifacts beside it in
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -52,6 +54,24 @@ def _local_artifact_root(uri: str) -> str | None:
     if uri.startswith("sqlite:///"):
         return (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
     return None
+
+
+@contextmanager
+def setup_lock(uri: str):
+    """Held while a process first touches a local sqlite store: MLflow creates the
+    tables and the experiment on first use, and two processes doing it at once (jobs
+    of a parallel sweep starting together) make one fail with "duplicate column"."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    database = Path(uri[len("sqlite:///") :])
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -105,21 +125,22 @@ class MlflowTracker(Tracker):
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
         try:
-            if run_id is not None and self._run_exists(run_id):
-                self.run_id, self.created = run_id, False
-                if reopen:
-                    self.client.update_run(run_id, status="RUNNING")
-            else:
-                found = self.client.get_experiment_by_name(experiment)
-                experiment_id = (
-                    found.experiment_id
-                    if found is not None
-                    else self.client.create_experiment(experiment, artifact_location=_local_artifact_root(uri))
-                )
-                run = self.client.create_run(experiment_id, run_name=run_name, tags=_str_values(tags or {}))
-                self.run_id, self.created = run.info.run_id, True
+            with setup_lock(uri):
+                self.client = MlflowClient(tracking_uri=uri)
+                if run_id is not None and self._run_exists(run_id):
+                    self.run_id, self.created = run_id, False
+                    if reopen:
+                        self.client.update_run(run_id, status="RUNNING")
+                else:
+                    found = self.client.get_experiment_by_name(experiment)
+                    experiment_id = (
+                        found.experiment_id
+                        if found is not None
+                        else self.client.create_experiment(experiment, artifact_location=_local_artifact_root(uri))
+                    )
+                    run = self.client.create_run(experiment_id, run_name=run_name, tags=_str_values(tags or {}))
+                    self.run_id, self.created = run.info.run_id, True
         except MlflowException as error:
             raise store_error(uri, error) from None
         self.experiment = experiment

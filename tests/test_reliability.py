@@ -182,6 +182,31 @@ def test_an_unreachable_store_keeps_training_and_the_backlog_replays(tmp_path, c
     assert not (folder / BACKLOG).exists() and (folder / "tracking_backlog.synced.jsonl").exists()
 
 
+def _open_run_when_all_are_ready(uri, barrier, index):
+    barrier.wait()
+    MlflowTracker(uri, "snnlstm", run_name=f"job{index}").finish()
+
+
+def test_jobs_starting_together_on_a_new_store_all_get_their_run(tmp_path):
+    """Jobs of a parallel sweep create the sqlite store at the same moment; without a
+    lock around MLflow's table and experiment creation one of them fails."""
+    import multiprocessing
+
+    uri = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(4)
+    jobs = [context.Process(target=_open_run_when_all_are_ready, args=(uri, barrier, n)) for n in range(4)]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(120)
+    assert [job.exitcode for job in jobs] == [0, 0, 0, 0]
+    client = MlflowClient(tracking_uri=uri)
+    assert sorted(e.name for e in client.search_experiments()) == ["Default", "snnlstm"]
+    runs = client.search_runs([client.get_experiment_by_name("snnlstm").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["job0", "job1", "job2", "job3"]
+
+
 def test_a_store_failing_mid_run_goes_on_in_the_backlog(tmp_path, monkeypatch, caplog):
     uri = "sqlite:///" + str(tmp_path / "mlflow.db")
     real, calls = MlflowTracker.log_metrics, []
