@@ -331,8 +331,7 @@ def hydra_app(cfg: DictConfig) -> None:
     try:
         result = search(cfg, Path(HydraConfig.get().runtime.output_dir))
     except Stopped as stopped:
-        reason = str(stopped).split(":")[0]  # "stopped by SIGTERM at step N"
-        print(f"snnlstm search: the trial in flight was {reason}, its checkpoint written; the same command "
+        print(f"snnlstm search: the trial in flight was {stopped.reason}, its checkpoint written; the same command "
               "resumes it and continues the study", file=sys.stderr)
         sys.exit(130)
     print(json.dumps(result, indent=2, default=str))

@@ -352,8 +352,8 @@ def _train_loop(
 
         if stop.requested and done < steps:
             checkpoint(out_dir / "last.pt", done, metrics)
-            raise Stopped(f"stopped by {stop.requested} at step {done}: {out_dir / 'last.pt'} written; "
-                          f"continue with resume=true run_name={out_dir.name}")
+            raise Stopped(f"stopped by {stop.requested} at step {done}",
+                          f"{out_dir / 'last.pt'} written; continue with resume=true run_name={out_dir.name}")
 
     if not group.main:
         return best["value"]
@@ -378,7 +378,12 @@ def _train_loop(
 
 
 class Stopped(Exception):
-    """Training stopped on request (SIGINT, SIGTERM) after writing last.pt."""
+    """Training stopped on request (SIGINT, SIGTERM) after writing last.pt; `reason`
+    says by what and where, the message adds how to continue."""
+
+    def __init__(self, reason: str, advice: str = ""):  # one argument: as unpickled from a worker
+        super().__init__(f"{reason}: {advice}" if advice else reason)
+        self.reason = reason
 
 
 class StopRequests:
