@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -107,8 +111,36 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+@cache
+def empty_store() -> Path:
+    """An MLflow sqlite store with its tables made. MLflow takes seconds to create and
+    migrate the tables of a new store, and most CLI tests start on one; they get a copy
+    of this instead (tests of store creation pass their own tracking.uri or none)."""
+    from mlflow import MlflowClient
+
+    folder = Path(tempfile.mkdtemp(prefix="snnlstm-store-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
+    return folder / "mlflow.db"
+
+
+def give_run_dir_a_store(args: list[str]) -> None:
+    """Copy empty_store() to <paths.run_dir>/mlflow.db when the command will use that store."""
+    if any(a == "tracking=none" or a.startswith("tracking.uri=") for a in args):
+        return
+    run_dir = next((a.split("=", 1)[1] for a in args if a.startswith("paths.run_dir=")), None)
+    if run_dir is None or (Path(run_dir) / "mlflow.db").exists():
+        return
+    try:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(empty_store(), Path(run_dir) / "mlflow.db")
+    except OSError:  # a test of an unwritable run_dir: the command reports it itself
+        pass
+
+
 def snnlstm(args: list[str], cwd: Path, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
     """Run the installed console script, as a user would."""
+    give_run_dir_a_store(args)
     result = subprocess.run(
         [str(BIN / "snnlstm"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
