@@ -128,12 +128,12 @@ def give_run_dir_a_store(args: list[str]) -> None:
     """Copy empty_store() to <paths.run_dir>/mlflow.db when the command will use that store."""
     if any(a == "tracking=none" or a.startswith("tracking.uri=") for a in args):
         return
-    run_dir = next((a.split("=", 1)[1] for a in args if a.startswith("paths.run_dir=")), None)
-    if run_dir is None or (Path(run_dir) / "mlflow.db").exists():
+    run_dir = next((Path(a.split("=", 1)[1]) for a in args if a.startswith("paths.run_dir=")), None)
+    if run_dir is None or (run_dir / "mlflow.db").exists():
         return
     try:
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(empty_store(), Path(run_dir) / "mlflow.db")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(empty_store(), run_dir / "mlflow.db")
     except OSError:  # a test of an unwritable run_dir: the command reports it itself
         pass
 
