@@ -27,6 +27,13 @@ ALLOWED_TARGET_PREFIXES = ("snn_lstm.", "torch.optim.")
 
 # ----------------------------------------------------------------- schema
 @dataclass
+class DistillConfig:
+    teacher: Optional[str] = None  # checkpoint of a model trained on the same data; None: learn from the labels alone
+    weight: float = 0.5  # w in the training target (1 - w) one-hot(y) + w softmax(z_teacher / T)
+    temperature: float = 2.0  # T
+
+
+@dataclass
 class SineTaskConfig:
     name: str = "sine"
     kind: str = "sine"
@@ -53,6 +60,7 @@ class ImageTaskConfig:
     permutation_seed: int = 0
     val_size: int = 5000  # the last training images, held out to pick best.pt
     eval_draws: int = 1  # spike trains averaged per evaluation image (1: the paper's single draw)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 @dataclass
@@ -86,6 +94,7 @@ class SpeechTaskConfig:
     layout: str = "averaged"  # averaged (the paper's: steps x C/steps) or frames (frames x C)
     steps: int = 8  # averaged layout: 336 scattering coefficients as 8 steps of 42
     eval_draws: int = 1  # spike trains averaged per evaluation recording
+    distill: DistillConfig = field(default_factory=DistillConfig)
     frontend: Any = None  # the frontend group
 
 

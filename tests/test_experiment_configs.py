@@ -33,12 +33,22 @@ def test_alpha_study_sweeps_a_grid():
     assert len(params["surrogate.alpha1"].split(",")) * len(params["surrogate.alpha2"].split(",")) >= 12
 
 
+# Experiments that distil from another experiment's checkpoint, and that experiment.
+TEACHERS = {"paper/table1/slstm_distilled": "paper/table1/teacher"}
+
+
+def tiny(experiment: str, tmp_path: Path, data_dir: Path):
+    kind = compose_train([f"experiment={experiment}"]).task.kind
+    return compose_train([f"experiment={experiment}", *STEPS, f"paths.run_dir={tmp_path}", f"paths.data_dir={data_dir}",
+                          f"paths.cache_dir={tmp_path / 'cache'}", *TINY[kind]])
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_runs_two_steps(experiment, tmp_path, tiny_data_dir):
-    kind = compose_train([f"experiment={experiment}"]).task.kind
-    cfg = compose_train([f"experiment={experiment}", *STEPS, f"paths.run_dir={tmp_path}", f"paths.data_dir={tiny_data_dir}",
-                         f"paths.cache_dir={tmp_path / 'cache'}", *TINY[kind]])
+    cfg = tiny(experiment, tmp_path, tiny_data_dir)
     assert cfg.tags.paper_table and cfg.tags.row  # paper rows carry their MLflow tags
+    if experiment in TEACHERS:
+        train(tiny(TEACHERS[experiment], tmp_path, tiny_data_dir), Path(cfg.task.distill.teacher).parent)
     train(cfg, tmp_path / "run")
     checkpoint = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert checkpoint["step"] == 2

@@ -116,6 +116,58 @@ def test_evaluation_averages_the_probabilities_of_k_draws(tiny_data_dir):
         build_task(image_cfg(eval_draws=0), encoder="bernoulli", data_dir=tiny_data_dir, seed=0, eval_limit=None)
 
 
+def save_teacher(path, task_cfg, hidden=8):
+    from snn_lstm.checkpoint import save_checkpoint
+    from snn_lstm.models import model_args
+
+    args = model_args({"name": "lstm", "hidden_size": hidden, "num_layers": 1}, {}, 28, 10, "mean")
+    teacher = build_model(**args)
+    save_checkpoint({"config": {"task": task_cfg, "encoder": {"name": "identity"}}, "model_args": args,
+                     "model": teacher.state_dict()}, path)
+    return teacher.eval()
+
+
+def test_distillation_targets_mix_the_labels_with_the_teachers_soft_targets(tmp_path, tiny_data_dir):
+    import torch.nn.functional as F
+
+    from snn_lstm.encoders import TRAIN_ORDER, make_generator
+
+    teacher = save_teacher(tmp_path / "teacher.pt", image_cfg(hidden_size=8))
+    distill = {"teacher": str(tmp_path / "teacher.pt"), "weight": 0.3, "temperature": 2.0}
+    task = build_task(image_cfg(distill=distill), encoder="bernoulli", data_dir=tiny_data_dir, seed=0, eval_limit=None)
+    plain = build_task(image_cfg(), encoder="bernoulli", data_dir=tiny_data_dir, seed=0, eval_limit=None)
+    torch.manual_seed(5)
+    x, target = task.train_batch(3, 8)  # the first batch loads the teacher
+    after_teacher = torch.rand(1)
+    torch.manual_seed(5)
+    x_plain, y = plain.train_batch(3, 8)
+    assert torch.equal(torch.rand(1), after_teacher)  # loading the teacher leaves the run's random stream alone
+    assert torch.equal(x, x_plain)  # the same spikes; only the target changes
+    index = torch.randperm(task.train_size, generator=make_generator(0, TRAIN_ORDER, 0))[24:32]  # step 3 of epoch 0
+    assert torch.equal(task.labels["train"][index], y)
+    with torch.no_grad():  # the teacher reads the intensities (its encoder is identity)
+        soft = F.softmax(teacher(task.values("train", index))[0] / 2.0, -1)
+    assert torch.allclose(target, 0.7 * F.one_hot(y, 10).float() + 0.3 * soft, atol=1e-6)
+    output = torch.randn(8, 10)
+    assert task.loss(output, target).item() == pytest.approx(-(target * output.log_softmax(-1)).sum(-1).mean().item(), rel=1e-6)
+
+
+def test_distillation_refuses_a_missing_teacher_or_one_trained_on_other_data(tmp_path, tiny_data_dir):
+    def first_batch(**distill):
+        cfg = image_cfg(distill={"weight": 0.5, "temperature": 2.0, **distill})
+        build_task(cfg, encoder="bernoulli", data_dir=tiny_data_dir, seed=0, eval_limit=None).train_batch(0, 8)
+
+    with pytest.raises(UserError, match="no checkpoint at .*train the teacher first"):
+        first_batch(teacher=str(tmp_path / "nowhere.pt"))
+    save_teacher(tmp_path / "other_split.pt", image_cfg(val_size=8))
+    with pytest.raises(UserError, match=r"trained on other data \(val_size=8 \(here 16\)\)"):
+        first_batch(teacher=str(tmp_path / "other_split.pt"))
+    save_teacher(tmp_path / "bigger.pt", image_cfg(hidden_size=32, readout="last"), hidden=32)  # model settings may differ
+    first_batch(teacher=str(tmp_path / "bigger.pt"))
+    with pytest.raises(UserError, match="distill.weight must lie in"):
+        first_batch(teacher=str(tmp_path / "bigger.pt"), weight=1.5)
+
+
 def test_val_split_is_held_out_from_training(tiny_data_dir):
     task = build_task(image_cfg(val_size=16), encoder="identity", data_dir=tiny_data_dir, seed=0, eval_limit=None)
     assert task.train_size == 96 - 16 and len(task.labels["val"]) == 16 and len(task.labels["test"]) == 40

@@ -10,22 +10,39 @@ Evaluation may present each example `eval_draws` = K times (K independent spike
 trains, as a longer rate-coded presentation would) and average the class
 probabilities, p = (1/K) sum_k softmax(z_k); K = 1 (the default) is the paper's
 protocol, a single draw. Loss cross-entropy; metric accuracy.
+
+Distillation (`distill.teacher`: the checkpoint of a model trained on the same
+data, for instance a plain LSTM reading the intensities themselves): the training
+target of example n becomes the distribution
+
+    q_n = (1 - w) one-hot(y_n) + w softmax(z_n / T)
+
+with z_n the teacher's logits for example n (computed once, on draw 0 of the
+teacher's own encoder), and the loss is the cross-entropy -sum_c q_nc log p_nc.
+Evaluation still scores the labels alone.
 """
 
 from __future__ import annotations
 
 import math
+from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from snn_lstm.encoders import SPLIT_STREAMS, TRAIN, TRAIN_ORDER, make_generator
+from snn_lstm.checkpoint import load_checkpoint
+from snn_lstm.encoders import SPLIT_STREAMS, TRAIN, TRAIN_ORDER, build_encoder, make_generator
 from snn_lstm.errors import UserError
+from snn_lstm.models import build_model
 from snn_lstm.tasks.base import Task
 
 EVAL_BATCH = 1000
+TEACHER_BATCH = 2000
+# Task settings that do not change which examples a model sees (a teacher may differ in them).
+MODEL_SETTINGS = ("readout", "hidden_size", "eval_draws", "distill")
 
 
 class ClassificationTask(Task):
@@ -39,6 +56,12 @@ class ClassificationTask(Task):
         self.eval_draws = cfg.get("eval_draws", 1)  # checkpoints written before the option have none
         if self.eval_draws < 1:
             raise UserError(f"task.eval_draws must be at least 1, got {self.eval_draws}")
+        self.distill = cfg.get("distill") or {"teacher": None}  # checkpoints written before the option have none
+        if self.distill["teacher"] is not None:
+            if not 0.0 <= self.distill["weight"] <= 1.0:
+                raise UserError(f"task.distill.weight must lie in [0, 1], got {self.distill['weight']}")
+            if not self.distill["temperature"] > 0:
+                raise UserError(f"task.distill.temperature must be positive, got {self.distill['temperature']}")
 
     def values(self, split: str, index: Tensor | slice) -> Tensor:
         """Inputs of examples `index` of `split` as values in [0, 1], [n, T, I]."""
@@ -56,7 +79,36 @@ class ClassificationTask(Task):
         order = torch.randperm(self.train_size, generator=make_generator(self.seed, TRAIN_ORDER, epoch))
         index = order[position * batch_size : (position + 1) * batch_size]
         inputs = self.encoder(self.values("train", index), make_generator(self.seed, TRAIN, step))
-        return inputs, self.labels["train"][index]
+        labels = self.labels["train"][index]
+        if self.distill["teacher"] is None:
+            return inputs, labels
+        weight = self.distill["weight"]
+        return inputs, (1 - weight) * F.one_hot(labels, self.output_size).float() + weight * self.teacher_probabilities[index]
+
+    @cached_property
+    def teacher_probabilities(self) -> Tensor:
+        """softmax(z / T) of the distillation teacher for every training example, [N, C]."""
+        path = Path(self.distill["teacher"])
+        if not path.is_file():
+            raise UserError(f"task.distill.teacher: no checkpoint at {path}: train the teacher first "
+                            "(for Table 1: snnlstm train experiment=paper/table1/teacher) or set task.distill.teacher=null")
+        checkpoint = load_checkpoint(path)
+        theirs = checkpoint["config"]["task"]
+        differing = [f"{key}={theirs.get(key)} (here {value})" for key, value in self.cfg.items()
+                     if key not in MODEL_SETTINGS and theirs.get(key) != value]
+        if differing or checkpoint["model_args"]["output_size"] != self.output_size:
+            raise UserError(f"task.distill.teacher {path} was trained on other data ({', '.join(differing) or 'other classes'}): "
+                            "train the teacher with this task's settings")
+        with torch.random.fork_rng(devices=[]):  # building the teacher must not move the run's random stream
+            teacher = build_model(**checkpoint["model_args"])
+        teacher.load_state_dict(checkpoint["model"])
+        teacher.eval()
+        encoder = build_encoder(checkpoint["config"]["encoder"]["name"])
+        with torch.no_grad():
+            logits = [teacher(encoder(self.values("train", slice(start, start + TEACHER_BATCH)),
+                                      make_generator(0, SPLIT_STREAMS["train"], batch)))[0]
+                      for batch, start in enumerate(range(0, self.train_size, TEACHER_BATCH))]
+        return F.softmax(torch.cat(logits) / self.distill["temperature"], -1)
 
     def sample_inputs(self, count: int) -> Tensor:
         """The first `count` test examples, encoded as in evaluation."""
