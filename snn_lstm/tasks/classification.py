@@ -18,7 +18,8 @@ target of example n becomes the distribution
     q_n = (1 - w) one-hot(y_n) + w softmax(z_n / T)
 
 with z_n the teacher's logits for example n (computed once, on draw 0 of the
-teacher's own encoder), and the loss is the cross-entropy -sum_c q_nc log p_nc.
+teacher's own encoder), and the loss is the cross-entropy -sum_c q_nc log p_nc (so
+a distilled run's train/loss is not comparable with a label-only run's).
 Evaluation still scores the labels alone.
 """
 
@@ -40,7 +41,7 @@ from snn_lstm.models import build_model
 from snn_lstm.tasks.base import Task
 
 EVAL_BATCH = 1000
-TEACHER_BATCH = 2000
+TEACHER_BATCH = 2000  # as in the recorded distilled runs: the batch size moves the last bits of the logits
 # Task settings that do not change which examples a model sees (a teacher may differ in them).
 MODEL_SETTINGS = ("readout", "hidden_size", "eval_draws", "distill")
 
