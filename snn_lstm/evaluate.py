@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from snn_lstm.checkpoint import load_checkpoint
 from snn_lstm.config import CONFIG_PATH
 from snn_lstm.errors import UserError, reports_user_errors, run_reporting_errors
-from snn_lstm.models import build_model
+from snn_lstm.models import model_from_checkpoint
 from snn_lstm.tasks import build_task
 from snn_lstm.tasks.classification import ClassificationTask
 from snn_lstm.tracking import make_tracker
@@ -48,8 +48,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     splits = ("val", *task.final_splits)
     if cfg.split not in splits:
         raise UserError(f"split must be one of {', '.join(splits)} for {task.name}, got '{cfg.split}'")
-    model = build_model(**checkpoint["model_args"])
-    model.load_state_dict(checkpoint["model"])
+    model = model_from_checkpoint(checkpoint)
     model.to(device)
     metrics = evaluate_split(task, model, cfg.split, device)
     if cfg.draws is not None:

@@ -24,7 +24,7 @@ from snn_lstm.config import CONFIG_PATH
 from snn_lstm.data.text import Vocabulary, words
 from snn_lstm.encoders import build_encoder, make_generator
 from snn_lstm.errors import UserError, reports_user_errors, run_reporting_errors
-from snn_lstm.models import build_model
+from snn_lstm.models import model_from_checkpoint
 
 log = logging.getLogger("snnlstm.generate")
 INPUT_STREAM, CHOICE_STREAM = 7, 8  # generator streams: input encoding, token choice
@@ -84,8 +84,7 @@ def generate(cfg: DictConfig) -> str:
     task_state = checkpoint.get("task_state") or {}
     if "symbols" not in task_state:
         raise UserError(f"{cfg.ckpt} is not a language model checkpoint (task {checkpoint['config']['task']['name']})")
-    model = build_model(**checkpoint["model_args"])
-    model.load_state_dict(checkpoint["model"])
+    model = model_from_checkpoint(checkpoint)
     encoder = build_encoder(checkpoint["config"]["encoder"]["name"])
     text = sample_text(model, task_state, encoder, cfg.prompt, cfg.length, cfg.temperature, cfg.seed)
     print(text)

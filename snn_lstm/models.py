@@ -83,3 +83,10 @@ def build_model(
     else:
         raise UserError(f"unknown model '{name}': choose one of {', '.join(BACKBONES)}")
     return SequenceModel(backbone, hidden_size, output_size, readout)
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any]) -> SequenceModel:
+    """The model a checkpoint (load_checkpoint's payload) holds, with its weights."""
+    model = build_model(**checkpoint["model_args"])
+    model.load_state_dict(checkpoint["model"])
+    return model

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from snn_lstm.checkpoint import load_checkpoint
 from snn_lstm.encoders import SPLIT_STREAMS, TRAIN, TRAIN_ORDER, build_encoder, make_generator
 from snn_lstm.errors import UserError
-from snn_lstm.models import build_model
+from snn_lstm.models import model_from_checkpoint
 from snn_lstm.tasks.base import Task
 
 EVAL_BATCH = 1000
@@ -101,8 +101,7 @@ class ClassificationTask(Task):
             raise UserError(f"task.distill.teacher {path} was trained on other data ({', '.join(differing) or 'other classes'}): "
                             "train the teacher with this task's settings")
         with torch.random.fork_rng(devices=[]):  # building the teacher must not move the run's random stream
-            teacher = build_model(**checkpoint["model_args"])
-        teacher.load_state_dict(checkpoint["model"])
+            teacher = model_from_checkpoint(checkpoint)
         teacher.eval()
         encoder = build_encoder(checkpoint["config"]["encoder"]["name"])
         with torch.no_grad():
