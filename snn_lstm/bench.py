@@ -12,6 +12,7 @@ and logs it to MLflow.
     snnlstm bench                                  # default shapes, CPU
     snnlstm bench device=cuda                      # on a GPU
     snnlstm bench 'engines=[auto,torch,reference]' repeats=5
+    snnlstm bench 'matmul_dtypes=[float32,bfloat16]'  # the products in bfloat16 too
     snnlstm bench '~shapes' '+shapes={mine: {steps: 50, batch: 16, input: 10, hidden: 64}}'
 """
 
@@ -95,8 +96,12 @@ def run_benchmark(cfg: DictConfig, device: torch.device) -> list[dict]:
         torch.manual_seed(0)
         models = {"nn.LSTM": torch.nn.LSTM(inputs, hidden)}
         for engine in cfg.engines:
-            label = engine if engine == "reference" else f"{engine}->{resolve_engine(engine, device)}"
-            models[f"slstm[{label}]"] = SpikingLSTM(inputs, hidden, engine=engine)
+            for matmul_dtype in cfg.matmul_dtypes:
+                if engine == "reference" and matmul_dtype != "float32":
+                    continue  # the reference computes in float32 only
+                label = engine if engine == "reference" else f"{engine}->{resolve_engine(engine, device)}"
+                label += "" if matmul_dtype == "float32" else f",{matmul_dtype}"
+                models[f"slstm[{label}]"] = SpikingLSTM(inputs, hidden, engine=engine, matmul_dtype=matmul_dtype)
         for model in models.values():
             model.to(device)
         log.info("timing %s at %s (T=%d, B=%d, I=%d, H=%d)", ", ".join(models), shape_name, steps, batch, inputs, hidden)
@@ -173,7 +178,8 @@ def bench(cfg: DictConfig, out_dir: Path) -> list[dict]:
     tracker.log_params({"device": device.type, "threads": torch.get_num_threads(), "torch": torch.__version__,
                         **{f"shapes.{k}": str(dict(v)) for k, v in cfg.shapes.items()}})
     for row in rows:
-        prefix = f"bench/{row['shape']}/{row['model']}".replace("[", "_").replace("]", "").replace("->", "_")
+        prefix = f"bench/{row['shape']}/{row['model']}"
+        prefix = prefix.replace("[", "_").replace("]", "").replace("->", "_").replace(",", "_")
         tracker.log_metrics({f"{prefix}/{k}": v for k, v in row.items() if isinstance(v, float)}, 0)
     tracker.log_artifact(report)
     tracker.finish()

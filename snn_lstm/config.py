@@ -131,6 +131,7 @@ class SpikingLSTMConfig:
     cell_grad: str = "straight_through"
     init: str = "he"
     engine: str = "auto"  # auto (fused, C++ on CPU), cpp, torch (fused, any device), reference
+    matmul_dtype: str = "float32"  # or bfloat16: the fused engines' matrix products (2-3x faster with AVX512-BF16)
 
 
 @dataclass
@@ -238,6 +239,7 @@ class BenchConfig:
     repeats: int = 10
     warmup: int = 3
     engines: List[str] = field(default_factory=lambda: ["auto"])
+    matmul_dtypes: List[str] = field(default_factory=lambda: ["float32"])
     shapes: Dict[str, BenchShape] = field(default_factory=dict)
     tracking: TrackingConfig = MISSING
     paths: PathsConfig = MISSING

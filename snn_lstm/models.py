@@ -74,6 +74,8 @@ def build_model(
             cell_grad=model["cell_grad"],
             init=model["init"],
             engine=model["engine"],
+            # checkpoints written before the option computed in float32
+            matmul_dtype=model.get("matmul_dtype", "float32"),
         )
     elif name == "lstm":
         for key, value in (("hidden_size", hidden_size), ("num_layers", num_layers)):

@@ -4,14 +4,17 @@ from mlflow.tracking import MlflowClient
 
 from conftest import snnlstm
 
-TINY = ["repeats=2", "warmup=1", "~shapes", "+shapes={tiny: {steps: 5, batch: 4, input: 3, hidden: 8}}", "engines=[auto,reference]"]
+TINY = ["repeats=2", "warmup=1", "~shapes", "+shapes={tiny: {steps: 5, batch: 4, input: 3, hidden: 8}}", "engines=[auto,reference]",
+        "matmul_dtypes=[float32,bfloat16]"]
 
 
 def test_bench_prints_and_logs_the_table(tmp_path, cli_env):
     run_dir = tmp_path / "runs"
     out = snnlstm(["bench", *TINY, f"paths.run_dir={run_dir}"], tmp_path, cli_env).stdout
     lines = [line for line in out.splitlines() if line.startswith("| tiny |")]
-    assert [line.split("|")[2].strip() for line in lines] == ["nn.LSTM", "slstm[auto->cpp]", "slstm[reference]"]
+    # the reference computes in float32 only, so it has no bfloat16 row
+    assert [line.split("|")[2].strip() for line in lines] == [
+        "nn.LSTM", "slstm[auto->cpp]", "slstm[auto->cpp,bfloat16]", "slstm[reference]"]
     assert lines[0].split("|")[4].strip() == "1.00"  # nn.LSTM is the unit of the ratios
     (report,) = run_dir.glob("bench/*/bench.md")
     assert "| tiny | slstm[auto->cpp] |" in report.read_text()
@@ -20,6 +23,7 @@ def test_bench_prints_and_logs_the_table(tmp_path, cli_env):
     (run,) = client.search_runs([client.get_experiment_by_name("snnlstm").experiment_id])
     assert run.data.tags["verb"] == "bench"
     assert run.data.metrics["bench/tiny/slstm_auto_cpp/train_ms"] > 0
+    assert run.data.metrics["bench/tiny/slstm_auto_cpp_bfloat16/train_ms"] > 0
     assert run.data.metrics["bench/tiny/nn.LSTM/train_ratio"] == 1.0
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["bench.md"]
 

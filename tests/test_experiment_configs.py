@@ -18,7 +18,7 @@ STEPS = ["trainer.steps=2", "trainer.epochs=null", "trainer.eval_every=1", "trai
 
 
 def test_there_are_experiments():
-    assert {"paper/fig4/slstm", "paper/table1/slstm", "paper/table1/lstm", "paper/table2/slstm", "paper/table2/lstm",
+    assert {"paper/fig4/slstm", "paper/table1/slstm", "paper/table1/slstm_labels", "paper/table1/lstm", "paper/table2/slstm", "paper/table2/lstm",
             "paper/fig6/alpha_grid", "beyond/psmnist/slstm", "paper/fsdd/slstm", "paper/fsdd/lstm",
             "beyond/fsdd/slstm", "beyond/fsdd/lstm"} <= set(EXPERIMENTS)
     assert len([e for e in EXPERIMENTS if e.startswith("paper/table3/")]) == 8
@@ -34,7 +34,7 @@ def test_alpha_study_sweeps_a_grid():
 
 
 # Experiments that distil from another experiment's checkpoint, and that experiment.
-TEACHERS = {"paper/table1/slstm_distilled": "paper/table1/teacher"}
+TEACHERS = {"paper/table1/slstm": "paper/table1/teacher"}
 
 
 def tiny(experiment: str, tmp_path: Path, data_dir: Path):

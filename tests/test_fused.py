@@ -7,12 +7,14 @@ ulp of a threshold may then round to the other side.
 """
 
 import itertools
+import logging
 
 import pytest
 import torch
 
+from snn_lstm.errors import UserError
 from snn_lstm.spiking import SpikingLSTM
-from snn_lstm.spiking.fused import compiled_kernels
+from snn_lstm.spiking.fused import compiled_kernels, warn_if_bfloat16_is_slow_here
 
 SURROGATES = {  # name -> (alpha1, alpha2): wide enough that many units carry gradient
     "gaussian": (4.0, 0.3),
@@ -106,6 +108,58 @@ def test_float32_real_valued_input_without_state(engine):
     out.sum().backward()
     for (name, p_ref), p in zip(reference.named_parameters(), fused.parameters()):
         torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-4, atol=1e-5 * p_ref.grad.abs().max().item(), msg=name)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[2]], ids=lambda s: "x".join(map(str, s)))
+def test_bfloat16_products_against_the_reference(engine, shape):
+    """Weights on a grid of 1/8 in [-1, 1]: every forward product of 0/1 spikes is
+    then exact in bfloat16, so the spikes must equal the float64 reference exactly;
+    the gradients differ only by the rounding of da to 8 significant bits."""
+    reference, fused = make_pair(engine, shape, "gaussian", "surrogate")
+    with torch.no_grad():
+        for name, p in reference.named_parameters():
+            if name.startswith("weight"):
+                p.copy_((p * 8).round().clamp(-8, 8) / 8)
+    fused = SpikingLSTM(*shape[2:4], shape[4], engine=engine, matmul_dtype="bfloat16", init="normal",
+                        theta1=0.1, theta2=0.1, alpha1=4.0, alpha2=0.3, cell_grad="surrogate").double()
+    fused.load_state_dict(reference.state_dict())
+    T, B, I, H, layers = shape
+    x = (torch.rand(T, B, I, dtype=torch.float64) < 0.5).double()
+    state = tuple((torch.rand(layers, B, H, dtype=torch.float64) < 0.5).double() for _ in range(2))
+    ups = torch.randn(T, B, H, dtype=torch.float64), torch.randn(layers, B, H, dtype=torch.float64), torch.randn(layers, B, H, dtype=torch.float64)
+
+    out_ref, hn_ref, cn_ref, grads_ref = run(reference, x, state, *ups)
+    out, hn, cn, grads = run(fused, x, state, *ups)
+
+    assert torch.equal(out, out_ref) and torch.equal(hn, hn_ref) and torch.equal(cn, cn_ref)
+    for name, expected in grads_ref.items():
+        assert grads[name].dtype == torch.float64, name
+        scale = expected.abs().max()
+        assert scale > 0 and (grads[name] - expected).abs().max() <= 2e-2 * scale, name
+    # and the products did run in bfloat16: float64 ones would match to the last bit
+    assert any(not torch.equal(grads[name], expected) for name, expected in grads_ref.items())
+
+
+def test_bfloat16_needs_a_fused_engine():
+    with pytest.raises(UserError, match="matmul_dtype=float32"):
+        SpikingLSTM(2, 3, engine="reference", matmul_dtype="bfloat16")
+    with pytest.raises(UserError, match="float32, bfloat16"):
+        SpikingLSTM(2, 3, matmul_dtype="float16")
+
+
+def test_bfloat16_warns_on_a_cpu_without_bfloat16_arithmetic(monkeypatch, caplog):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    logger = logging.getLogger("snnlstm.fused")
+    logger.addHandler(caplog.handler)  # whatever logging config an earlier test left behind
+    warn_if_bfloat16_is_slow_here.cache_clear()
+    try:
+        SpikingLSTM(2, 3, matmul_dtype="bfloat16")(torch.zeros(4, 1, 2))
+    finally:
+        logger.removeHandler(caplog.handler)
+        warn_if_bfloat16_is_slow_here.cache_clear()
+    assert "without AVX512-BF16 or AMX" in caplog.text
 
 
 def test_the_cpp_engine_builds_here():

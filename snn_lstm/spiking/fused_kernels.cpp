@@ -196,6 +196,8 @@ void backward_steps(torch::Tensor& sur, torch::Tensor& bits, torch::Tensor& grad
   scalar_t* hp = xh.data_ptr<scalar_t>() + input_size;
   scalar_t* dsp = ds.data_ptr<scalar_t>();
   scalar_t* dhr = dh_rec.data_ptr<scalar_t>();
+  // w_hh in a narrower dtype (bfloat16): products in that dtype, results back in scalar_t
+  const bool mixed = w_hh.scalar_type() != sur.scalar_type();
   for (int64_t t = steps - 1; t >= 0; --t) {
     const uint8_t* here = bits_ptr + t * stride;
     const uint8_t* next = bits_ptr + (t + 1) * stride;  // not read at the last step
@@ -211,7 +213,11 @@ void backward_steps(torch::Tensor& sur, torch::Tensor& bits, torch::Tensor& grad
     else if (last) SNNLSTM_STEP(false, true);
     else SNNLSTM_STEP(false, false);
 #undef SNNLSTM_STEP
-    torch::mm_out(dh_rec, sur[t], w_hh);
+    if (mixed) {
+      dh_rec.copy_(torch::mm(sur[t].to(w_hh.scalar_type()), w_hh));
+    } else {
+      torch::mm_out(dh_rec, sur[t], w_hh);
+    }
   }
 }
 
@@ -230,12 +236,18 @@ std::vector<torch::Tensor> forward_loop(torch::Tensor pre, torch::Tensor w_hh, t
   auto bits = torch::empty({steps, batch, hidden}, pre.options().dtype(torch::kUInt8));
   auto c_a = c0.contiguous().clone(), c_b = torch::empty_like(c_a);
   auto w_hh_t = w_hh.t();
+  // w_hh in a narrower dtype (bfloat16): products in that dtype, results back in pre's
+  const bool mixed = w_hh.scalar_type() != pre.scalar_type();
   torch::Tensor h = h0.contiguous();
   const Params p{theta1, theta2, alpha1, alpha2, static_cast<int>(family)};
   AT_DISPATCH_FLOATING_TYPES(pre.scalar_type(), "snnlstm_forward_loop", [&] {
     for (int64_t t = 0; t < steps; ++t) {
       auto a = pre[t];
-      a.addmm_(h, w_hh_t);
+      if (mixed) {
+        a.add_(torch::mm(h.to(w_hh_t.scalar_type()), w_hh_t));
+      } else {
+        a.addmm_(h, w_hh_t);
+      }
       auto h_t = h_seq[t];
       scalar_t* ap = a.data_ptr<scalar_t>();
       scalar_t* cp = c_a.data_ptr<scalar_t>();

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from snn_lstm.errors import UserError
-from snn_lstm.spiking.fused import spiking_lstm_layer
+from snn_lstm.spiking.fused import MATMUL_DTYPES, spiking_lstm_layer
 from snn_lstm.spiking.surrogate import Surrogate
 
 CELL_GRADS = ("straight_through", "surrogate")
@@ -148,7 +148,8 @@ class SpikingLSTM(nn.Module):
 
     Parameters are named like nn.LSTM's (weight_ih_l0, ...), so
     ``slstm.load_state_dict(lstm.state_dict())`` copies a trained LSTM in.
-    Layer l > 0 takes layer l-1's spikes h as its input.
+    Layer l > 0 takes layer l-1's spikes h as its input. ``matmul_dtype="bfloat16"``
+    runs the fused engines' matrix products on bfloat16 operands (fused.py).
     """
 
     def __init__(
@@ -166,12 +167,19 @@ class SpikingLSTM(nn.Module):
         init: str = "he",
         bias: bool = True,
         engine: str = "auto",
+        matmul_dtype: str = "float32",
     ):
         super().__init__()
         _check_sizes(input_size, hidden_size, num_layers)
         if engine not in ENGINES:
             raise UserError(f"model.engine must be one of {', '.join(ENGINES)}, got '{engine}'")
+        if matmul_dtype not in MATMUL_DTYPES:
+            raise UserError(f"model.matmul_dtype must be one of {', '.join(MATMUL_DTYPES)}, got '{matmul_dtype}'")
+        if engine == "reference" and matmul_dtype != "float32":
+            raise UserError("model.engine=reference has no bfloat16 products: set model.matmul_dtype=float32 "
+                            "or a fused engine (model.engine=auto)")
         self.engine = engine
+        self.matmul_dtype = matmul_dtype
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.spike = SpikeParams(
             theta1, theta2, Surrogate(surrogate, alpha1), Surrogate(surrogate, alpha2), cell_grad
@@ -212,7 +220,8 @@ class SpikingLSTM(nn.Module):
                 layer_input, c = self._reference_layer(layer_input, h0[layer], c0[layer], params)
             else:
                 layer_input, c = spiking_lstm_layer(
-                    layer_input, h0[layer], c0[layer], *params, self.spike, self.engine, check_state=given_state
+                    layer_input, h0[layer], c0[layer], *params, self.spike, self.engine,
+                    check_state=given_state, matmul_dtype=MATMUL_DTYPES[self.matmul_dtype],
                 )
             h_n.append(layer_input[-1])
             c_n.append(c)
@@ -230,7 +239,8 @@ class SpikingLSTM(nn.Module):
         return (
             f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
             f"theta1={p.theta1}, theta2={p.theta2}, surrogate={p.gate.name}, "
-            f"alpha1={p.gate.width}, alpha2={p.candidate.width}, cell_grad={p.cell_grad}, engine={self.engine}"
+            f"alpha1={p.gate.width}, alpha2={p.candidate.width}, cell_grad={p.cell_grad}, engine={self.engine}, "
+            f"matmul_dtype={self.matmul_dtype}"
         )
 
 
