@@ -98,7 +98,7 @@ def run_benchmark(cfg: DictConfig, device: torch.device) -> list[dict]:
         for engine in cfg.engines:
             for matmul_dtype in cfg.matmul_dtypes:
                 if engine == "reference" and matmul_dtype != "float32":
-                    continue  # the reference computes in float32 only
+                    continue  # the reference has no bfloat16 products
                 label = engine if engine == "reference" else f"{engine}->{resolve_engine(engine, device)}"
                 label += "" if matmul_dtype == "float32" else f",{matmul_dtype}"
                 models[f"slstm[{label}]"] = SpikingLSTM(inputs, hidden, engine=engine, matmul_dtype=matmul_dtype)

@@ -12,7 +12,7 @@ def test_bench_prints_and_logs_the_table(tmp_path, cli_env):
     run_dir = tmp_path / "runs"
     out = snnlstm(["bench", *TINY, f"paths.run_dir={run_dir}"], tmp_path, cli_env).stdout
     lines = [line for line in out.splitlines() if line.startswith("| tiny |")]
-    # the reference computes in float32 only, so it has no bfloat16 row
+    # the reference has no bfloat16 products, so no bfloat16 row
     assert [line.split("|")[2].strip() for line in lines] == [
         "nn.LSTM", "slstm[auto->cpp]", "slstm[auto->cpp,bfloat16]", "slstm[reference]"]
     assert lines[0].split("|")[4].strip() == "1.00"  # nn.LSTM is the unit of the ratios
