@@ -31,13 +31,13 @@ SHAPES = [  # (T, B, I, H, layers)
 ENGINES = ["torch", "cpp"]
 
 
-def make_pair(engine, shape, surrogate, cell_grad, theta1=0.1, theta2=0.1, seed=0):
+def make_pair(engine, shape, surrogate, cell_grad, theta1=0.1, theta2=0.1, seed=0, matmul_dtype="float32"):
     T, B, I, H, layers = shape
     torch.manual_seed(seed)
     alpha1, alpha2 = SURROGATES[surrogate]
     kwargs = dict(theta1=theta1, theta2=theta2, surrogate=surrogate, alpha1=alpha1, alpha2=alpha2, cell_grad=cell_grad, init="normal")
     reference = SpikingLSTM(I, H, layers, engine="reference", **kwargs).double()
-    fused = SpikingLSTM(I, H, layers, engine=engine, **kwargs).double()
+    fused = SpikingLSTM(I, H, layers, engine=engine, matmul_dtype=matmul_dtype, **kwargs).double()
     with torch.no_grad():
         for p in reference.parameters():
             p.normal_(0.0, 0.7)
@@ -116,13 +116,11 @@ def test_bfloat16_products_against_the_reference(engine, shape):
     """Weights on a grid of 1/8 in [-1, 1]: every forward product of 0/1 spikes is
     then exact in bfloat16, so the spikes must equal the float64 reference exactly;
     the gradients differ only by the rounding of da to 8 significant bits."""
-    reference, fused = make_pair(engine, shape, "gaussian", "surrogate")
+    reference, fused = make_pair(engine, shape, "gaussian", "surrogate", matmul_dtype="bfloat16")
     with torch.no_grad():
         for name, p in reference.named_parameters():
             if name.startswith("weight"):
                 p.copy_((p * 8).round().clamp(-8, 8) / 8)
-    fused = SpikingLSTM(*shape[2:4], shape[4], engine=engine, matmul_dtype="bfloat16", init="normal",
-                        theta1=0.1, theta2=0.1, alpha1=4.0, alpha2=0.3, cell_grad="surrogate").double()
     fused.load_state_dict(reference.state_dict())
     T, B, I, H, layers = shape
     x = (torch.rand(T, B, I, dtype=torch.float64) < 0.5).double()
