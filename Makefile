@@ -14,7 +14,7 @@ QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory"
 STAMP := $(VENV)/.snnlstm-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test ui clean
+.PHONY: help install run test gpu-check gpu-wheels ui clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,6 +35,17 @@ run: install ## train the default task (sine, spiking LSTM, no download); prints
 
 test: install ## run the test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+gpu-check: install ## on a CUDA machine: GPU tests of the triton and torch engines, then snnlstm bench device=cuda
+	PYTHON=$(BIN)/python .ci/gpu-check
+
+# Pure-Python packages (and soundfile's cffi for Python 3.12) for .ci/gpu-check on a machine
+# whose python3 has torch and triton but no PyPI; antlr4's runtime exists only as source.
+gpu-wheels: install ## download into .whl/ what .ci/gpu-check needs where there is no PyPI (Python 3.12, x86-64)
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+		hydra-core==1.3.8 omegaconf==2.3.1 soundfile==0.14.0 cffi==2.1.1 pycparser==3.12 $(QUIET_PIP)
+	$(BIN)/python -m pip download -q --no-deps --no-binary=:all: -d .whl antlr4-python3-runtime==4.9.3 $(QUIET_PIP)
 
 ui: install ## serve the MLflow dashboard of the runs folder (RUN_DIR=runs) on 127.0.0.1 (PORT=5000)
 	$(BIN)/mlflow ui --host 127.0.0.1 --port $(PORT) --workers 1 \

@@ -10,7 +10,8 @@ Prints a table with the ratio to nn.LSTM, writes it to bench.md in the run folde
 and logs it to MLflow.
 
     snnlstm bench                                  # default shapes, CPU
-    snnlstm bench device=cuda                      # on a GPU
+    snnlstm bench device=cuda                      # on a GPU (auto: the Triton engine)
+    snnlstm bench device=cuda 'engines=[torch,triton]' 'matmul_dtypes=[float32,tf32,bfloat16]'
     snnlstm bench 'engines=[auto,torch,reference]' repeats=5
     snnlstm bench 'matmul_dtypes=[float32,bfloat16]'  # the products in bfloat16 too
     snnlstm bench '~shapes' '+shapes={mine: {steps: 50, batch: 16, input: 10, hidden: 64}}'
@@ -34,7 +35,7 @@ from snn_lstm.errors import UserError, reports_user_errors, run_reporting_errors
 from snn_lstm.spiking import SpikingLSTM
 from snn_lstm.spiking.fused import resolve_engine
 from snn_lstm.tracking import make_tracker
-from snn_lstm.train import select_device, setup_torch
+from snn_lstm.devices import select_device, setup_torch
 
 log = logging.getLogger("snnlstm.bench")
 
@@ -98,8 +99,11 @@ def run_benchmark(cfg: DictConfig, device: torch.device) -> list[dict]:
         for engine in cfg.engines:
             for matmul_dtype in cfg.matmul_dtypes:
                 if engine == "reference" and matmul_dtype != "float32":
-                    continue  # the reference has no bfloat16 products
-                label = engine if engine == "reference" else f"{engine}->{resolve_engine(engine, device)}"
+                    continue  # the reference has no reduced-precision products
+                try:
+                    label = engine if engine == "reference" else f"{engine}->{resolve_engine(engine, device)}"
+                except (ValueError, RuntimeError) as error:
+                    raise UserError(f"engines: {error}") from None
                 label += "" if matmul_dtype == "float32" else f",{matmul_dtype}"
                 models[f"slstm[{label}]"] = SpikingLSTM(inputs, hidden, engine=engine, matmul_dtype=matmul_dtype)
         for model in models.values():

@@ -130,8 +130,8 @@ class SpikingLSTMConfig:
     theta2: float = 0.1
     cell_grad: str = "straight_through"
     init: str = "he"
-    engine: str = "auto"  # auto (fused, C++ on CPU), cpp, torch (fused, any device), reference
-    matmul_dtype: str = "float32"  # or bfloat16: the fused engines' matrix products (2-3x faster with AVX512-BF16)
+    engine: str = "auto"  # auto (fused: C++ on a CPU, Triton on a GPU), cpp, triton, torch (fused, any device), reference
+    matmul_dtype: str = "float32"  # or tf32, bfloat16, float16: the fused engines' matrix products
 
 
 @dataclass

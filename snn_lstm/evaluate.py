@@ -17,12 +17,13 @@ from omegaconf import DictConfig
 
 from snn_lstm.checkpoint import load_checkpoint
 from snn_lstm.config import CONFIG_PATH
+from snn_lstm.devices import select_device, setup_torch
 from snn_lstm.errors import UserError, reports_user_errors, run_reporting_errors
 from snn_lstm.models import model_from_checkpoint
 from snn_lstm.tasks import build_task
 from snn_lstm.tasks.classification import ClassificationTask
 from snn_lstm.tracking import make_tracker
-from snn_lstm.train import evaluate_split, select_device, setup_torch
+from snn_lstm.train import evaluate_split
 
 log = logging.getLogger("snnlstm.evaluate")
 

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from snn_lstm.checkpoint import has_checkpoint, load_latest, restore_rng_states, rng_states, save_checkpoint
 from snn_lstm.config import CONFIG_PATH, instantiate, to_plain
+from snn_lstm.devices import select_device, setup_torch
 from snn_lstm.distributed import Group, join, leave
 from snn_lstm.energy import energy_metrics
 from snn_lstm.errors import UserError, reports_user_errors, run_reporting_errors
@@ -45,24 +46,6 @@ log = logging.getLogger("snnlstm.train")
 # match its checkpoint on these (it may change steps, logging, device, ...).
 RECIPE_KEYS = ("task", "encoder", "model", "surrogate", "optimizer", "seed")
 RECIPE_TRAINER_KEYS = ("batch_size", "grad_clip", "lr_schedule", "warmup_steps")
-
-
-def select_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("trainer.device=cuda but no CUDA GPU is visible: use trainer.device=cpu or auto")
-    if name not in ("cpu", "cuda"):
-        raise UserError(f"trainer.device must be cpu, cuda or auto, got '{name}'")
-    return torch.device(name)
-
-
-def setup_torch(threads: int | None) -> None:
-    # The Gaussian surrogate underflows to subnormal floats far from threshold;
-    # x86 CPUs compute on subnormals up to 100x slower, and they are 0 for our purposes.
-    torch.set_flush_denormal(True)
-    if threads:
-        torch.set_num_threads(threads)
 
 
 NONFINITE_POLICIES = ("stop", "skip")

@@ -12,12 +12,17 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 
 import snn_lstm.config  # noqa: F401  (registers the schemas and resolvers)
 
 # Tests never touch the network: loaders that would download stop with an error instead.
 os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", SNNLSTM_OFFLINE="1")
+# Without a GPU the Triton engine's kernels run in Triton's interpreter, on CPU tensors
+# (read when triton is first imported, which nothing does before the tests run).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 BIN = Path(sys.executable).parent
 CONFIG_MODULE = "snn_lstm.conf"

@@ -1,20 +1,30 @@
-"""The fused multi-step spiking LSTM (both engines) against the step-by-step
+"""The fused multi-step spiking LSTM (every engine) against the step-by-step
 autograd reference: identical spikes and states, gradients to 1e-5 relative.
 
 Exact equality of spikes is asserted in float64: the fused path sums the input and
 recurrent products in another order, and in float32 a pre-activation within an
 ulp of a threshold may then round to the other side.
+
+Without a GPU the triton engine runs in Triton's interpreter (conftest sets
+TRITON_INTERPRET=1), and its kernels are also built for sm_80 and sm_90 ahead of
+time; with a GPU the tests marked cuda run every engine there (`make gpu-check`).
 """
 
 import itertools
 import logging
+import os
+import subprocess
+import sys
+import threading
 
 import pytest
 import torch
 
+import snn_lstm.spiking.fused as fused_module
 from snn_lstm.errors import UserError
 from snn_lstm.spiking import SpikingLSTM
-from snn_lstm.spiking.fused import compiled_kernels, warn_if_bfloat16_is_slow_here
+from snn_lstm.spiking.fused import compiled_kernels, triton_interpreted, triton_kernels, warn_if_bfloat16_is_slow_here
+from snn_lstm.spiking.surrogate import Surrogate
 
 SURROGATES = {  # name -> (alpha1, alpha2): wide enough that many units carry gradient
     "gaussian": (4.0, 0.3),
@@ -27,8 +37,13 @@ SHAPES = [  # (T, B, I, H, layers)
     (7, 5, 4, 6, 1),
     (1, 3, 2, 5, 2),  # a single step
     (6, 1, 3, 4, 3),  # batch 1, three layers
+    (4, 20, 3, 40, 2),  # Triton: batch over two blocks of 16, 40 units over two blocks of 32, both ragged
 ]
-ENGINES = ["torch", "cpp"]
+# the triton engine on CPU tensors needs the interpreter; on a GPU machine the cuda tests run it
+TRITON_ON_CPU = pytest.param("triton", marks=pytest.mark.skipif(
+    not (triton_interpreted() and triton_kernels() is not None), reason="needs Triton's interpreter (TRITON_INTERPRET=1)"))
+ENGINES = ["torch", "cpp", TRITON_ON_CPU]
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 def make_pair(engine, shape, surrogate, cell_grad, theta1=0.1, theta2=0.1, seed=0, matmul_dtype="float32"):
@@ -95,6 +110,27 @@ def test_thresholds(engine, thetas):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("families", [("gaussian", "atan"), ("straight_through", "piecewise_linear")])
+def test_gate_and_candidate_of_different_families(engine, families):
+    """SpikeParams may pair surrogates of two families; each gate gets its own."""
+    reference, fused = make_pair(engine, SHAPES[0], "gaussian", "surrogate")
+    gate, candidate = families
+    for model in (reference, fused):
+        spike = model.spike
+        model.spike = type(spike)(spike.theta1, spike.theta2, Surrogate(gate, SURROGATES[gate][0]),
+                                  Surrogate(candidate, SURROGATES[candidate][1]), spike.cell_grad)
+    T, B, I, H, layers = SHAPES[0]
+    x = (torch.rand(T, B, I, dtype=torch.float64) < 0.5).double()
+    state = tuple((torch.rand(layers, B, H, dtype=torch.float64) < 0.5).double() for _ in range(2))
+    ups = torch.randn(T, B, H, dtype=torch.float64), torch.randn(layers, B, H, dtype=torch.float64), torch.randn(layers, B, H, dtype=torch.float64)
+    out_ref, _, _, grads_ref = run(reference, x, state, *ups)
+    out, _, _, grads = run(fused, x, state, *ups)
+    assert torch.equal(out, out_ref)
+    for name, expected in grads_ref.items():
+        assert_close_relative(grads[name], expected, name)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_float32_real_valued_input_without_state(engine):
     """The everyday case: float32, real inputs, default zero state; gradients agree
     wherever the spikes agree (they do on this seed)."""
@@ -112,11 +148,14 @@ def test_float32_real_valued_input_without_state(engine):
 
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[2]], ids=lambda s: "x".join(map(str, s)))
-def test_bfloat16_products_against_the_reference(engine, shape):
+@pytest.mark.parametrize("matmul_dtype, tolerance", [("bfloat16", 2e-2), ("float16", 2e-3)])
+def test_reduced_precision_products_against_the_reference(engine, shape, matmul_dtype, tolerance):
     """Weights on a grid of 1/8 in [-1, 1]: every forward product of 0/1 spikes is
-    then exact in bfloat16, so the spikes must equal the float64 reference exactly;
-    the gradients differ only by the rounding of da to 8 significant bits."""
-    reference, fused = make_pair(engine, shape, "gaussian", "surrogate", matmul_dtype="bfloat16")
+    then exact in bfloat16 and float16, so the spikes must equal the float64 reference
+    exactly; the gradients differ only by the rounding of da to 8 (11) significant bits."""
+    if engine == "triton" and matmul_dtype == "bfloat16" and triton_interpreted():
+        pytest.skip("Triton's interpreter has no bfloat16 products (the GPU tests and the sm_80/90 builds check them)")
+    reference, fused = make_pair(engine, shape, "gaussian", "surrogate", matmul_dtype=matmul_dtype)
     with torch.no_grad():
         for name, p in reference.named_parameters():
             if name.startswith("weight"):
@@ -134,16 +173,56 @@ def test_bfloat16_products_against_the_reference(engine, shape):
     for name, expected in grads_ref.items():
         assert grads[name].dtype == torch.float64, name
         scale = expected.abs().max()
-        assert scale > 0 and (grads[name] - expected).abs().max() <= 2e-2 * scale, name
-    # and the products did run in bfloat16: float64 ones would match to the last bit
+        assert scale > 0 and (grads[name] - expected).abs().max() <= tolerance * scale, name
+    # and the products did run in reduced precision: float64 ones would match to the last bit
     assert any(not torch.equal(grads[name], expected) for name, expected in grads_ref.items())
 
 
-def test_bfloat16_needs_a_fused_engine():
-    with pytest.raises(UserError, match="matmul_dtype=float32"):
-        SpikingLSTM(2, 3, engine="reference", matmul_dtype="bfloat16")
-    with pytest.raises(UserError, match="float32, bfloat16"):
-        SpikingLSTM(2, 3, matmul_dtype="float16")
+@pytest.mark.parametrize("matmul_dtype, min_cosine, max_error", [("bfloat16", 0.9, 0.5), ("float16", 0.97, 0.25)])
+def test_reduced_precision_gradients_against_float32_on_realistic_weights(matmul_dtype, min_cosine, max_error):
+    """He-initialised weights at the sequential MNIST shape, Bernoulli inputs, a loss on
+    h_T after 4 steps. Rounded products move a few pre-activations across a threshold
+    (measured over 8 seeds: up to 0.5% of the spikes in bfloat16, 0.1% in float16),
+    and the candidate's narrow surrogate (alpha2 = 0.3) amplifies the rounding of a, so
+    the gradients are near float32's but not equal: cosine >= 0.946 (0.985), norm of
+    the difference <= 33% (17%) of float32's. Over 28 steps the binary trajectories part
+    ways and the two gradients no longer compare (cosine down to 0.13 in bfloat16)."""
+    torch.manual_seed(0)
+    T, B, I, H = 4, 128, 28, 128
+    exact = SpikingLSTM(I, H)
+    rounded = SpikingLSTM(I, H, matmul_dtype=matmul_dtype)
+    rounded.load_state_dict(exact.state_dict())
+    x = (torch.rand(T, B, I) < 0.3).float()
+    up = torch.randn(B, H)
+    for model in (exact, rounded):
+        output, _ = model(x)
+        (output[-1] * up).sum().backward()
+    for (name, p), q in zip(exact.named_parameters(), rounded.parameters()):
+        cosine = torch.nn.functional.cosine_similarity(q.grad.flatten(), p.grad.flatten(), dim=0)
+        error = (q.grad - p.grad).norm() / p.grad.norm()
+        assert cosine >= min_cosine and 0 < error <= max_error, (name, cosine.item(), error.item())
+
+
+def test_reduced_precision_needs_a_fused_engine():
+    for matmul_dtype in ("bfloat16", "float16", "tf32"):
+        with pytest.raises(UserError, match="matmul_dtype=float32"):
+            SpikingLSTM(2, 3, engine="reference", matmul_dtype=matmul_dtype)
+    with pytest.raises(UserError, match="float32, tf32, bfloat16, float16"):
+        SpikingLSTM(2, 3, matmul_dtype="float8")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_half_precision_model_on_the_cpu_runs_on_the_torch_engine(dtype):
+    """The C++ loops are built for float32 and float64: auto hands a bfloat16 or
+    float16 model to the PyTorch engine, and asking for cpp says what to do."""
+    torch.manual_seed(0)
+    model = SpikingLSTM(3, 8, init="normal").to(dtype)
+    output, _ = model((torch.rand(5, 2, 3) < 0.5).to(dtype))
+    output.sum().backward()
+    assert output.dtype == dtype and set(output.unique().tolist()) <= {0.0, 1.0}
+    assert model.weight_hh_l0.grad.dtype == dtype and model.weight_hh_l0.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="engine='auto' or 'torch'"):
+        SpikingLSTM(3, 8, engine="cpp").to(dtype)(torch.zeros(5, 2, 3, dtype=dtype))
 
 
 def test_bfloat16_warns_on_a_cpu_without_bfloat16_arithmetic(monkeypatch, caplog):
@@ -163,6 +242,49 @@ def test_bfloat16_warns_on_a_cpu_without_bfloat16_arithmetic(monkeypatch, caplog
 def test_the_cpp_engine_builds_here():
     """CI machines have a compiler; a failed build would silently cost the speed."""
     assert compiled_kernels() is not None
+
+
+def test_loading_the_cpp_engine_leaves_the_extension_logger_as_it_was(monkeypatch):
+    extension_log = logging.getLogger("torch.utils.cpp_extension")
+    monkeypatch.setattr(extension_log, "level", logging.DEBUG)
+    monkeypatch.setattr(fused_module, "_compiled", None)  # load again (from torch's build cache)
+    assert compiled_kernels() is not None
+    assert extension_log.level == logging.DEBUG
+
+
+def test_the_cpp_loops_let_other_python_threads_run():
+    """The time loops release the GIL: a Python thread keeps counting while a long
+    forward runs in another one."""
+    layer = SpikingLSTM(1, 128, engine="cpp")
+    x = torch.rand(4000, 64, 1)
+    running, done, counts = threading.Event(), threading.Event(), [0]
+
+    def forward():
+        running.set()
+        with torch.no_grad():
+            layer(x)
+        done.set()
+
+    worker = threading.Thread(target=forward)
+    worker.start()
+    running.wait()
+    while not done.is_set():
+        counts[0] += 1
+    worker.join()
+    assert counts[0] > 10_000
+
+
+@pytest.mark.parametrize("capability", [80, 90])
+def test_the_triton_kernels_build_for_gpus(tmp_path, capability):
+    """Ahead-of-time builds (PTX and cubin, ptxas from the triton wheel) of every kernel
+    variant, in a process without the interpreter and with an empty kernel cache."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path / "cache")
+    code = f"from snn_lstm.spiking.triton_kernels import compile_for_gpu; print(len(compile_for_gpu({capability})))"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert int(result.stdout.split()[-1]) >= 2 * 2 * 6 + 5
+    assert any((tmp_path / "cache").rglob("*.cubin"))
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -190,10 +312,30 @@ def test_inference_saves_nothing(engine):
     assert output.grad_fn is None and set(output.unique().tolist()) <= {0.0, 1.0}
 
 
-def test_backward_memory_is_compact():
-    """Saved for backward: 4H floats of surrogates and one byte of state per unit and step."""
-    T, B, I, H = 50, 8, 3, 16
-    layer = SpikingLSTM(I, H, engine="cpp")
+@pytest.mark.parametrize("engine", ENGINES)
+def test_inference_computes_no_surrogate(engine, monkeypatch):
+    """Under no_grad, or when nothing requires a gradient, the forward neither computes
+    the surrogates nor goes through the autograd function."""
+    asked = []
+    monkeypatch.setattr(fused_module, "gate_surrogates", lambda *args: asked.append("torch"))
+    monkeypatch.setattr(fused_module.FusedSpikingLSTMLayer, "apply", lambda *args: asked.append("autograd"))
+    kernels = compiled_kernels()
+
+    class Recording:
+        def forward_loop(self, *args):
+            asked.append("cpp" if args[-1] else None)
+            return kernels.forward_loop(*args)
+
+    monkeypatch.setattr(fused_module, "compiled_kernels", lambda: Recording())
+    layer = SpikingLSTM(3, 8, engine=engine)
+    with torch.no_grad():
+        layer(torch.rand(5, 2, 3))
+    layer.requires_grad_(False)
+    layer(torch.rand(5, 2, 3))
+    assert [a for a in asked if a is not None] == []
+
+
+def saved_bytes(layer, x) -> int:
     saved = {}
 
     def pack(tensor):
@@ -201,22 +343,75 @@ def test_backward_memory_is_compact():
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        layer(torch.rand(T, B, I))
-    floats = 4 * T * B * H * 4
+        layer(x)
+    return sum(saved.values())
+
+
+@pytest.mark.parametrize("engine, surrogate_floats", [("cpp", 4), pytest.param(*TRITON_ON_CPU.values, 0, marks=TRITON_ON_CPU.marks)])
+def test_backward_memory_is_compact(engine, surrogate_floats):
+    """Saved for backward: one byte of state per unit and step, the input, the initial
+    state and the weights; cpp also 4H floats of surrogates (triton recomputes them)."""
+    T, B, I, H = 50, 8, 3, 16
+    layer = SpikingLSTM(I, H, engine=engine)
+    floats = surrogate_floats * T * B * H * 4
     bits = T * B * H
-    assert sum(saved.values()) <= floats + bits + 4 * (T * B * I + 2 * B * H + 4 * H * (I + H))
+    others = 4 * (T * B * I + 2 * B * H + 4 * H * (I + H + 1))
+    assert bits <= saved_bytes(layer, torch.rand(T, B, I)) <= floats + bits + others
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+# ----------------------------------------------------------------- on a GPU (make gpu-check)
+CUDA_ENGINES = ["torch", "triton"]
+
+
+def run_on_cuda_and_cpu(reference, fused, shape):
+    T, B, I, H, layers = shape
+    x = (torch.rand(T, B, I, dtype=torch.float64) < 0.5).double()
+    state = tuple((torch.rand(layers, B, H, dtype=torch.float64) < 0.5).double() for _ in range(2))
+    ups = torch.randn(T, B, H, dtype=torch.float64), torch.randn(layers, B, H, dtype=torch.float64), torch.randn(layers, B, H, dtype=torch.float64)
+    expected = run(reference, x, state, *ups)
+    actual = run(fused.cuda(), x.cuda(), tuple(s.cuda() for s in state), *(u.cuda() for u in ups))
+    out, hn, cn, grads = actual
+    return expected, (out.cpu(), hn.cpu(), cn.cpu(), {k: v.cpu() for k, v in grads.items()})
+
+
+@needs_cuda
+@pytest.mark.parametrize("engine", CUDA_ENGINES)
+@pytest.mark.parametrize("shape", [(9, 6, 5, 7, 2), (30, 37, 3, 100, 1)], ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("surrogate, cell_grad", list(itertools.product(SURROGATES, ["straight_through", "surrogate"])))
-def test_torch_engine_on_cuda_equals_the_cpu_reference(surrogate, cell_grad):
-    reference, fused = make_pair("torch", (9, 6, 5, 7, 2), surrogate, cell_grad)
-    fused = fused.cuda()
-    x = (torch.rand(9, 6, 5, dtype=torch.float64) < 0.5).double()
-    state = tuple((torch.rand(2, 6, 7, dtype=torch.float64) < 0.5).double() for _ in range(2))
-    ups = torch.randn(9, 6, 7, dtype=torch.float64), torch.randn(2, 6, 7, dtype=torch.float64), torch.randn(2, 6, 7, dtype=torch.float64)
-    out_ref, hn_ref, cn_ref, grads_ref = run(reference, x, state, *ups)
-    out, hn, cn, grads = run(fused, x.cuda(), tuple(s.cuda() for s in state), *(u.cuda() for u in ups))
-    assert torch.equal(out.cpu(), out_ref) and torch.equal(hn.cpu(), hn_ref) and torch.equal(cn.cpu(), cn_ref)
+def test_engines_on_cuda_equal_the_cpu_reference(engine, shape, surrogate, cell_grad):
+    reference, fused = make_pair(engine, shape, surrogate, cell_grad)
+    (out_ref, hn_ref, cn_ref, grads_ref), (out, hn, cn, grads) = run_on_cuda_and_cpu(reference, fused, shape)
+    assert torch.equal(out, out_ref) and torch.equal(hn, hn_ref) and torch.equal(cn, cn_ref)
     for name, expected in grads_ref.items():
-        assert_close_relative(grads[name].cpu(), expected, name)
+        assert_close_relative(grads[name], expected, name)
+
+
+@needs_cuda
+@pytest.mark.parametrize("engine", CUDA_ENGINES)
+@pytest.mark.parametrize("matmul_dtype, tolerance", [("tf32", 2e-3), ("bfloat16", 2e-2), ("float16", 2e-3)])
+def test_reduced_precision_on_cuda_against_the_cpu_reference(engine, matmul_dtype, tolerance):
+    """Float32 parameters on a 1/8 grid: the forward products are exact in every
+    precision, so the spikes equal the float64 reference; the gradients differ by the
+    rounding of da to the operand precision."""
+    shape = (12, 20, 5, 40, 2)
+    reference, fused = make_pair(engine, shape, "gaussian", "surrogate", matmul_dtype=matmul_dtype)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.copy_((p * 8).round().clamp(-8, 8) / 8)
+    fused.load_state_dict(reference.state_dict())
+    fused.float()
+    T, B, I, H, layers = shape
+    x = (torch.rand(T, B, I) < 0.5).double()
+    state = tuple((torch.rand(layers, B, H) < 0.5).double() for _ in range(2))
+    ups = torch.randn(T, B, H, dtype=torch.float64), torch.randn(layers, B, H, dtype=torch.float64), torch.randn(layers, B, H, dtype=torch.float64)
+    out_ref, _, _, grads_ref = run(reference, x, state, *ups)
+    out, _, _, grads = run(fused.cuda(), x.float().cuda(), tuple(s.float().cuda() for s in state), *(u.float().cuda() for u in ups))
+    assert torch.equal(out.cpu().double(), out_ref)
+    for name, expected in grads_ref.items():
+        scale = expected.abs().max()
+        assert scale > 0 and (grads[name].cpu().double() - expected).abs().max() <= tolerance * scale, name
+
+
+@needs_cuda
+def test_auto_takes_the_triton_engine_on_cuda():
+    assert fused_module.resolve_engine("auto", torch.device("cuda")) == "triton"

@@ -9,6 +9,7 @@ from torch import nn
 
 from snn_lstm.errors import UserError
 from snn_lstm.spiking import SpikingLSTM, SpikingLSTMCell
+from snn_lstm.spiking.fused import triton_interpreted
 from snn_lstm.spiking.lstm import SpikeParams, spiking_lstm_step
 from snn_lstm.spiking.surrogate import Surrogate
 
@@ -112,7 +113,8 @@ def reference_bptt(x, h0, c0, w_ih, w_hh, b_ih, b_hh, upstream, cell_grad, theta
     return torch.stack(hs[1:]), grads
 
 
-@pytest.mark.parametrize("engine", ["reference", "auto"])
+@pytest.mark.parametrize("engine", ["reference", "auto", pytest.param("triton", marks=pytest.mark.skipif(
+    not triton_interpreted(), reason="the triton engine on CPU tensors needs Triton's interpreter"))])
 @pytest.mark.parametrize("cell_grad", ["straight_through", "surrogate"])
 def test_gradients_equal_the_spec_backward(cell_grad, engine):
     torch.manual_seed(1)

@@ -2,38 +2,48 @@
 
 Forward:
     P = X W_ih^T + (b_ih + b_hh)                 one matrix product for all steps
-    a_t = P_t + h_{t-1} W_hh^T                    in place, step by step
+    a_t = P_t + h_{t-1} W_hh^T                    step by step
     spikes, c_t, h_t from a_t                     (equations in lstm.py)
-    G = g'(a - theta) for every gate              in the same pass (C++), or after the loop
-Saved for backward: G ([T, B, 4H], floats), the binary state packed one byte per
-unit (bits i, f, g, o, c), the input and the initial state; not the pre-activations,
-not the float h and c sequences. The backward overwrites G with da, so a graph
-through this function can be backpropagated once (no retain_graph).
+Saved for backward: the binary state packed one byte per unit (bits i, f, g, o, c),
+the input and the initial state, never the float h and c sequences; and either
+    G = g'(a - theta) for every gate ([T, B, 4H] floats; engines cpp and torch), or
+    nothing more (engine triton): the backward recomputes a = [x_t, h_{t-1}] [W_ih, W_hh]^T + b
+    with one product, which on a GPU costs less than holding G.
+G (or the recomputed a) is overwritten with da in the backward, so a graph through
+this function can be backpropagated once (no retain_graph).
 
-Backward through time by hand (SPEC section 1), step by step only where it must:
+Backward through time by hand, step by step only where it must:
     dh_t = dL/dh_t + da_{t+1} W_hh
     dc_t = o_t dh_t + f_{t+1} ds_{t+1}            ds_t = dc_t, or g'(s_t - theta1) dc_t
     da_t = (ds g, ds c_{t-1}, ds i, dh c_t) * G_t
 then the weight gradients as three large products over all steps:
     dW_ih = DA^T X,  dW_hh = DA^T H_prev,  db = sum DA,  dX = DA W_ih.
 
-Two interchangeable engines run the time loops: a compiled C++ extension
-(fused_kernels.cpp, CPU, built on first use and cached by torch) and plain
-PyTorch ops (any device). The states must be binary, as spikes are.
+Engines, the same algorithm with the time loops in: `cpp` (fused_kernels.cpp, CPU,
+built on first use and cached by torch), `triton` (triton_kernels.py, CUDA GPUs),
+`torch` (PyTorch ops, any device). `auto` takes cpp on a CPU and triton on a GPU.
+The states must be binary, as spikes are.
 
-Product precision (`matmul_dtype`): with bfloat16, every matrix product above
-takes its operands in bfloat16 and its result back in float32; everything else
-(pre-activations, surrogates, state arithmetic, parameters) stays float32. The
-spike operands h, the rows [x, h, 1] and x itself when it is spikes are 0/1 and
-so exact in bfloat16; only the weights (forward) and the gradients da (backward)
-are rounded, to 8 significant bits. CPUs with AVX512-BF16 or AMX run these products 2-3x faster
-than float32.
+Product precision (`matmul_dtype`; spikes, the rows [x, h, 1] of 0/1 inputs and h
+are exact in every one, so only weights and gradients are rounded):
+    float32    IEEE float32 products.
+    tf32       the recurrent products in the Triton time loops on TF32 tensor cores (10-bit
+               mantissa); the batched cuBLAS products follow PyTorch's float32 setting
+               (torch.set_float32_matmul_precision("high") makes them TF32 too). On the CPU,
+               float32.
+    bfloat16   operands rounded to bfloat16 (8 significant bits), float16 (11 bits, range
+    float16    +-65504: gradients below 6e-8 flush to zero). On a GPU the products
+               accumulate in float32 and return float32. On the CPU, oneDNN accumulates in
+               float32 but returns the result rounded to the operand dtype, which is then
+               added in float32. Gate arithmetic, surrogates, state and parameters stay in
+               the parameters' dtype. CPUs with AVX512-BF16 or AMX run bfloat16 2-3x faster.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,17 +51,19 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from snn_lstm.spiking.surrogate import FAMILY_IDS
+
 if TYPE_CHECKING:
     from snn_lstm.spiking.lstm import SpikeParams
 
 log = logging.getLogger("snnlstm.fused")
 
 BIT_I, BIT_F, BIT_G, BIT_O, BIT_C = 1, 2, 4, 8, 16
-ENGINES = ("auto", "cpp", "torch")
-# model.matmul_dtype -> the products' operand dtype; None: the parameters' own (float32 in training)
-MATMUL_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
-# Family numbers shared with fused_kernels.cpp.
-SURROGATE_IDS = {"gaussian": 0, "piecewise_linear": 1, "fast_sigmoid": 2, "atan": 3, "straight_through": 4}
+ENGINES = ("auto", "cpp", "torch", "triton")
+# model.matmul_dtype -> the products' operand dtype; None: the parameters' own
+MATMUL_DTYPES = {"float32": None, "tf32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# parameter dtypes the compiled loops are built for (others run on the torch engine)
+COMPILED_DTYPES = (torch.float32, torch.float64)
 
 SIMD_FLAGS = {
     "AVX2": ["-mavx2", "-mfma"],
@@ -69,9 +81,11 @@ def compiled_kernels():
     global _compiled, _compile_failed
     with _compile_lock:
         if _compiled is None and not _compile_failed:
+            # cpp_extension warns about a missing CUDA toolkit, which a CPU build does not need
+            extension_log = logging.getLogger("torch.utils.cpp_extension")
+            level = extension_log.level
+            extension_log.setLevel(logging.ERROR)
             try:
-                # it warns about a missing CUDA toolkit on import, which a CPU build does not need
-                logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
                 from torch.utils.cpp_extension import load
 
                 # The step loops only vectorise with AVX2 or AVX-512 (10x, 15x faster
@@ -90,7 +104,25 @@ def compiled_kernels():
             except Exception as error:  # no compiler, no headers, ...: the PyTorch engine still works
                 _compile_failed = True
                 log.warning("fused C++ kernels unavailable (%s); using the PyTorch engine", str(error).splitlines()[0])
+            finally:
+                extension_log.setLevel(level)
         return _compiled
+
+
+def triton_interpreted() -> bool:
+    """TRITON_INTERPRET=1 runs Triton kernels on CPU tensors (correctness checks only)."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@functools.cache
+def triton_kernels():
+    """The Triton time loops, or None where Triton is not installed."""
+    try:
+        from snn_lstm.spiking import triton_kernels as kernels
+    except ImportError as error:
+        log.warning("Triton unavailable (%s); GPUs use the PyTorch engine", error)
+        return None
+    return kernels
 
 
 @functools.cache
@@ -103,17 +135,48 @@ def warn_if_bfloat16_is_slow_here() -> None:
                     "slower than in float32 (check with snnlstm bench 'matmul_dtypes=[float32,bfloat16]')")
 
 
-def resolve_engine(engine: str, device: torch.device) -> str:
+def resolve_engine(engine: str, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
+    """The engine that runs a layer with parameters of `dtype` on `device`."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    compiled_dtype = dtype in COMPILED_DTYPES
     if engine == "auto":
-        return "cpp" if device.type == "cpu" and compiled_kernels() is not None else "torch"
+        if device.type == "cpu" and compiled_dtype and compiled_kernels() is not None:
+            return "cpp"
+        if device.type == "cuda" and compiled_dtype and triton_kernels() is not None:
+            return "triton"
+        return "torch"
+    if engine in ("cpp", "triton") and not compiled_dtype:
+        raise ValueError(f"the {engine} engine computes in float32 or float64, not {dtype}: use engine='auto' or "
+                         "'torch' for this model, or keep its parameters in float32 and set matmul_dtype")
     if engine == "cpp":
         if device.type != "cpu":
-            raise ValueError("the cpp engine runs on the CPU only; use engine='auto' or 'torch'")
+            raise ValueError("the cpp engine runs on the CPU only; use engine='auto', 'triton' or 'torch'")
         if compiled_kernels() is None:
             raise RuntimeError("the fused C++ kernels could not be built here; use engine='torch'")
+    if engine == "triton":
+        if not (device.type == "cuda" or (device.type == "cpu" and triton_interpreted())):
+            raise ValueError("the triton engine runs on CUDA GPUs (on the CPU only under TRITON_INTERPRET=1, for "
+                             "checks); use engine='auto'")
+        if triton_kernels() is None:
+            raise RuntimeError("Triton is not installed here; use engine='torch'")
     return engine
+
+
+# ---------------------------------------------------------------- products
+def _product(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b (2-D) in b's dtype, returned in a's: b is the weight, already cast to the
+    product dtype. On a GPU the accumulation and the result are float32."""
+    if a.dtype == b.dtype:
+        return a @ b
+    if a.is_cuda:
+        return torch.mm(a.to(b.dtype), b, out_dtype=torch.float32).to(a.dtype)
+    return (a.to(b.dtype) @ b).to(a.dtype)
+
+
+def _add_product(out: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """out += a @ b in place, the product in b's dtype."""
+    return out.addmm_(a, b) if a.dtype == b.dtype else out.add_(_product(a, b))
 
 
 # ---------------------------------------------------------------- PyTorch engine
@@ -136,18 +199,20 @@ def _forward_loop_torch(pre: Tensor, w_hh: Tensor, h0: Tensor, c0: Tensor, theta
     return h_seq, bits, c
 
 
-def _product(a: Tensor, b: Tensor) -> Tensor:
-    """a @ b in b's dtype, returned in a's: b is the weight, already cast to the product dtype."""
-    return a @ b if a.dtype == b.dtype else (a.to(b.dtype) @ b).to(a.dtype)
-
-
-def _add_product(out: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    """out += a @ b in place, the product in b's dtype."""
-    return out.addmm_(a, b) if a.dtype == b.dtype else out.add_(a.to(b.dtype) @ b)
-
-
 def _bit(bits: Tensor, flag: int, dtype: torch.dtype) -> Tensor:
     return (bits & flag).ne(0).to(dtype)
+
+
+def _hidden_from_bits(bits: Tensor, dtype: torch.dtype) -> Tensor:
+    """h = o * c, read back from the packed bits."""
+    return ((bits & (BIT_O | BIT_C)) == (BIT_O | BIT_C)).to(dtype)
+
+
+def _fill_previous_hidden(xh: Tensor, bits: Tensor, h0: Tensor, input_size: int) -> None:
+    """The h columns of the rows [x_t, h_{t-1}, 1]."""
+    hidden = bits.shape[-1]
+    xh[0, :, input_size : input_size + hidden] = h0
+    xh[1:, :, input_size : input_size + hidden] = _hidden_from_bits(bits[:-1], xh.dtype)
 
 
 def _backward_loop_torch(sur, bits, grad_h, grad_c_last, h0, c0, w_hh, xh, input_size: int, cell_surrogate: bool,
@@ -175,8 +240,7 @@ def _backward_loop_torch(sur, bits, grad_h, grad_c_last, h0, c0, w_hh, xh, input
         d[:, 2].mul_(dc * i)
         d[:, 3].mul_(dh * cell)
         dh_rec = _product(sur[t], w_hh)
-    xh[0, :, input_size : input_size + hidden] = h0
-    xh[1:, :, input_size : input_size + hidden] = _hidden_from_bits(bits[:-1], dtype)
+    _fill_previous_hidden(xh, bits, h0, input_size)
     f0 = _bit(bits[0], BIT_F, dtype)
     return dh_rec, f0 * ds
 
@@ -193,31 +257,49 @@ def gate_surrogates(a: Tensor, spike: "SpikeParams") -> Tensor:
     return sur.view(steps, batch, four_h)
 
 
+def _weights_for_products(w_ih: Tensor, w_hh: Tensor, matmul_dtype: str) -> tuple[Tensor, Tensor]:
+    """The weights once in the product dtype (no copy without one)."""
+    dtype = MATMUL_DTYPES[matmul_dtype]
+    return (w_ih, w_hh) if dtype is None else (w_ih.to(dtype), w_hh.to(dtype))
+
+
+def _layer_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, spike: "SpikeParams", engine: str, matmul_dtype: str,
+                   needs_grad: bool):
+    """(h_seq, c_last, saved): `saved` is what the backward needs, None without `needs_grad`."""
+    steps, batch, _ = x.shape
+    w_ih_mm, w_hh_mm = _weights_for_products(w_ih, w_hh, matmul_dtype)
+    pre = _product(x.reshape(steps * batch, -1), w_ih_mm.t())
+    bias = None if b_ih is None else (b_ih + b_hh if b_hh is not None else b_ih)
+    if bias is not None:
+        pre.add_(bias)
+    pre = pre.view(steps, batch, -1)
+    if engine == "triton":
+        h_seq, bits, c_last = triton_kernels().forward_loop(pre, w_hh_mm, h0, c0, spike.theta1, spike.theta2,
+                                                              matmul_dtype)
+        saved = (None, bits, x, h0, c0, w_ih_mm, w_hh_mm, bias)
+    elif engine == "cpp":
+        # the loop overwrites `pre` with the gate surrogates when asked, for one family
+        in_loop = needs_grad and spike.gate.name == spike.candidate.name
+        h_seq, bits, c_last = compiled_kernels().forward_loop(
+            pre, w_hh_mm, h0, c0, spike.theta1, spike.theta2,
+            FAMILY_IDS[spike.gate.name], spike.gate.width, spike.candidate.width, in_loop,
+        )
+        sur = pre if in_loop or not needs_grad else gate_surrogates(pre, spike)
+        saved = (sur, bits, x, h0, c0, w_ih_mm, w_hh_mm, None)
+    else:
+        h_seq, bits, c_last = _forward_loop_torch(pre, w_hh_mm, h0, c0, spike.theta1, spike.theta2)
+        saved = (gate_surrogates(pre, spike) if needs_grad else None, bits, x, h0, c0, w_ih_mm, w_hh_mm, None)
+    return h_seq, c_last, saved if needs_grad else None
+
+
 class FusedSpikingLSTMLayer(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, spike: "SpikeParams", engine: str, matmul_dtype):
-        steps, batch, _ = x.shape
-        # the weights once in the product dtype (no copy without one)
-        w_ih_mm, w_hh_mm = (w_ih, w_hh) if matmul_dtype is None else (w_ih.to(matmul_dtype), w_hh.to(matmul_dtype))
-        pre = _product(x.reshape(steps * batch, -1), w_ih_mm.t())
-        if b_ih is not None:
-            pre.add_(b_ih + b_hh if b_hh is not None else b_ih)
-        pre = pre.view(steps, batch, -1)
-        needs_grad = any(ctx.needs_input_grad)
-        if engine == "cpp":
-            # the kernel overwrites `pre` with the gate surrogates when asked
-            h_seq, bits, c_last = compiled_kernels().forward_loop(
-                pre, w_hh_mm, h0, c0, spike.theta1, spike.theta2,
-                SURROGATE_IDS[spike.gate.name], spike.gate.width, spike.candidate.width, needs_grad,
-            )
-            sur = pre
-        else:
-            h_seq, bits, c_last = _forward_loop_torch(pre, w_hh_mm, h0, c0, spike.theta1, spike.theta2)
-            sur = gate_surrogates(pre, spike) if needs_grad else None
-        if needs_grad:
-            ctx.save_for_backward(sur, bits, x, h0, c0, w_ih_mm, w_hh_mm)
-            ctx.spike, ctx.engine, ctx.has_bias = spike, engine, (b_ih is not None, b_hh is not None)
-            ctx.consumed = False
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, spike: "SpikeParams", engine: str, matmul_dtype: str):
+        h_seq, c_last, saved = _layer_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, spike, engine, matmul_dtype, True)
+        ctx.save_for_backward(*saved)
+        ctx.spike, ctx.engine, ctx.matmul_dtype = spike, engine, matmul_dtype
+        ctx.has_bias = (b_ih is not None, b_hh is not None)
+        ctx.consumed = False
         return h_seq, c_last
 
     @staticmethod
@@ -228,27 +310,37 @@ class FusedSpikingLSTMLayer(torch.autograd.Function):
                 "backpropagate twice (retain_graph=True); use engine='reference' for that"
             )
         ctx.consumed = True
-        sur, bits, x, h0, c0, w_ih, w_hh = ctx.saved_tensors
+        sur, bits, x, h0, c0, w_ih, w_hh, bias = ctx.saved_tensors
         spike = ctx.spike
-        steps, batch, four_h = sur.shape
-        hidden = four_h // 4
+        steps, batch, hidden = bits.shape
         if grad_h_seq is None:
-            grad_h_seq = sur.new_zeros(steps, batch, hidden)
+            grad_h_seq = x.new_zeros(steps, batch, hidden)
         if grad_c_last is None:
-            grad_c_last = sur.new_zeros(batch, hidden)
-        cell_surrogate = spike.cell_grad == "surrogate"
+            grad_c_last = x.new_zeros(batch, hidden)
         # s takes only the values 0, 1, 2: its surrogate is a table of three numbers
         cell_sur = spike.gate.derivative(torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64) - spike.theta1).tolist()
         # Rows [x_t, h_{t-1}, 1]: one product with da gives dW_ih, dW_hh and db at once.
         inputs = x.shape[-1]
-        xh = sur.new_empty(steps, batch, inputs + hidden + 1)
+        xh = x.new_empty(steps, batch, inputs + hidden + 1)
         xh[:, :, :inputs] = x
         xh[:, :, -1] = 1.0
-        loop = compiled_kernels().backward_loop if ctx.engine == "cpp" else _backward_loop_torch
-        dh0, dc0 = loop(sur, bits, grad_h_seq, grad_c_last, h0, c0, w_hh, xh, inputs, cell_surrogate, cell_sur)
-
-        da = sur.view(steps * batch, four_h)  # the loop has turned G into da
-        grads = _product(da.t(), xh.view(steps * batch, -1).to(w_hh.dtype))
+        rows = xh.view(steps * batch, -1)
+        if ctx.engine == "triton":
+            _fill_previous_hidden(xh, bits, h0, inputs)
+            # the pre-activations again, in the forward's precision
+            da = _product(rows[:, :-1], torch.cat([w_ih, w_hh], dim=1).t())
+            if bias is not None:
+                da.add_(bias)
+            ds0 = triton_kernels().backward_loop(da.view(steps, batch, -1), bits, grad_h_seq, grad_c_last, c0, w_hh,
+                                                 spike, cell_sur, ctx.matmul_dtype)
+            dh0 = _product(da[:batch], w_hh)
+            dc0 = _bit(bits[0], BIT_F, ds0.dtype) * ds0
+        else:
+            loop = compiled_kernels().backward_loop if ctx.engine == "cpp" else _backward_loop_torch
+            cell_surrogate = spike.cell_grad == "surrogate"
+            dh0, dc0 = loop(sur, bits, grad_h_seq, grad_c_last, h0, c0, w_hh, xh, inputs, cell_surrogate, cell_sur)
+            da = sur.view(steps * batch, -1)  # the loop has turned G into da
+        grads = _product(da.t(), rows.to(w_hh.dtype))
         grad_w_ih, grad_w_hh, grad_b = grads[:, :inputs], grads[:, inputs:-1], grads[:, -1]
         grad_x = _product(da, w_ih).view_as(x) if ctx.needs_input_grad[0] else None
         has_b_ih, has_b_hh = ctx.has_bias
@@ -266,11 +358,6 @@ class FusedSpikingLSTMLayer(torch.autograd.Function):
         )
 
 
-def _hidden_from_bits(bits: Tensor, dtype: torch.dtype) -> Tensor:
-    """h = o * c, read back from the packed bits."""
-    return ((bits & (BIT_O | BIT_C)) == (BIT_O | BIT_C)).to(dtype)
-
-
 def spiking_lstm_layer(
     x: Tensor,
     h0: Tensor,
@@ -282,19 +369,25 @@ def spiking_lstm_layer(
     spike: "SpikeParams",
     engine: str = "auto",
     check_state: bool = True,
-    matmul_dtype: torch.dtype | None = None,
+    matmul_dtype: str = "float32",
 ) -> tuple[Tensor, Tensor]:
     """x [T, B, I], h0 and c0 [B, H] binary -> (h [T, B, H], c_T [B, H]).
     `check_state`: verify that h0 and c0 hold only 0 and 1 (skip for known zeros).
-    `matmul_dtype`: the operand dtype of the matrix products (module docstring); None
-    keeps the parameters' dtype."""
+    `matmul_dtype`: the precision of the matrix products (module docstring). Without a
+    gradient to compute (grad mode off, or no input requires one) nothing is saved
+    and no surrogate computed."""
     if check_state:
         for name, state in (("h0", h0), ("c0", c0)):
             if not bool(((state == 0) | (state == 1)).all()):
                 raise ValueError(f"{name} must be binary (0 or 1) for the fused spiking LSTM; use engine='reference'")
-    engine = resolve_engine(engine, x.device)
-    if matmul_dtype == torch.bfloat16 and x.device.type == "cpu":
+    engine = resolve_engine(engine, x.device, w_ih.dtype)
+    if matmul_dtype == "bfloat16" and x.device.type == "cpu":
         warn_if_bfloat16_is_slow_here()
-    return FusedSpikingLSTMLayer.apply(
-        x.contiguous(), h0.contiguous(), c0.contiguous(), w_ih, w_hh, b_ih, b_hh, spike, engine, matmul_dtype
-    )
+    x, h0, c0 = (t.to(w_ih.dtype).contiguous() for t in (x, h0, c0))
+    # the products' precision is matmul_dtype's, whatever an enclosing autocast region asks
+    with torch.autocast(x.device.type, enabled=False):
+        parameters = (w_ih, w_hh, b_ih, b_hh)
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, h0, c0, *parameters)):
+            return FusedSpikingLSTMLayer.apply(x, h0, c0, *parameters, spike, engine, matmul_dtype)
+        h_seq, c_last, _ = _layer_forward(x, h0, c0, *parameters, spike, engine, matmul_dtype, needs_grad=False)
+        return h_seq, c_last

@@ -301,7 +301,11 @@ std::vector<torch::Tensor> backward_loop(torch::Tensor sur, torch::Tensor bits, 
   return {dh_rec, f0 * ds};
 }
 
+// The loops run for the whole sequence touching no Python object: other Python
+// threads (data loading, a tracker's upload) run meanwhile.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward_loop", &forward_loop, "spiking LSTM layer: forward time loop");
-  m.def("backward_loop", &backward_loop, "spiking LSTM layer: backward time loop");
+  m.def("forward_loop", &forward_loop, "spiking LSTM layer: forward time loop",
+        pybind11::call_guard<pybind11::gil_scoped_release>());
+  m.def("backward_loop", &backward_loop, "spiking LSTM layer: backward time loop",
+        pybind11::call_guard<pybind11::gil_scoped_release>());
 }

@@ -40,7 +40,7 @@ CELL_GRADS = ("straight_through", "surrogate")
 INITS = ("he", "normal", "pytorch")
 # "reference": the step function under autograd, one graph node per op and step;
 # the others run one fused autograd function per layer (fused.py).
-ENGINES = ("auto", "cpp", "torch", "reference")
+ENGINES = ("auto", "cpp", "torch", "triton", "reference")
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ class SpikingLSTM(nn.Module):
         if matmul_dtype not in MATMUL_DTYPES:
             raise UserError(f"model.matmul_dtype must be one of {', '.join(MATMUL_DTYPES)}, got '{matmul_dtype}'")
         if engine == "reference" and matmul_dtype != "float32":
-            raise UserError("model.engine=reference has no bfloat16 products: set model.matmul_dtype=float32 "
+            raise UserError(f"model.engine=reference has no {matmul_dtype} products: set model.matmul_dtype=float32 "
                             "or a fused engine (model.engine=auto)")
         self.engine = engine
         self.matmul_dtype = matmul_dtype
@@ -221,7 +221,7 @@ class SpikingLSTM(nn.Module):
             else:
                 layer_input, c = spiking_lstm_layer(
                     layer_input, h0[layer], c0[layer], *params, self.spike, self.engine,
-                    check_state=given_state, matmul_dtype=MATMUL_DTYPES[self.matmul_dtype],
+                    check_state=given_state, matmul_dtype=self.matmul_dtype,
                 )
             h_n.append(layer_input[-1])
             c_n.append(c)

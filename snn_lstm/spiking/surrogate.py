@@ -55,6 +55,8 @@ DERIVATIVES: dict[str, Derivative] = {
     "atan": atan,
     "straight_through": straight_through,
 }
+# The families by number, as the compiled kernels (C++ and Triton) know them.
+FAMILY_IDS = {name: number for number, name in enumerate(DERIVATIVES)}
 
 
 class _HeavisideWithSurrogate(torch.autograd.Function):
