@@ -34,6 +34,7 @@ masks for ragged edges.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -207,6 +208,14 @@ def backward_steps(a_ptr, bits_ptr, grad_h_ptr, grad_c_ptr, c0_ptr, w_ptr, ds_pt
         tl.debug_barrier()
 
 
+@functools.lru_cache(maxsize=64)
+def constants(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A kernel's scalar parameters as a tensor, made once per model, device and dtype
+    (in the compute dtype, so float64 checks get float64 thresholds; and no copy to the
+    GPU at every launch)."""
+    return torch.tensor(values, device=device, dtype=dtype)
+
+
 def surrogate_constant(name: str, width: float) -> float:
     """The width constant _surrogate takes for a family (unused by the others)."""
     if name == "gaussian":
@@ -224,8 +233,9 @@ def block(size: int) -> int:
     return min(32, max(16, triton.next_power_of_2(size)))
 
 
-def input_precision(matmul_dtype: str) -> str:
-    return "tf32" if matmul_dtype == "tf32" else "ieee"
+def input_precision(matmul_dtype: str, operand: torch.dtype) -> str:
+    """tl.dot's mode: TF32 tensor cores exist for float32 operands only."""
+    return "tf32" if matmul_dtype == "tf32" and operand == torch.float32 else "ieee"
 
 
 def forward_loop(pre: torch.Tensor, w_hh: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, theta1: float,
@@ -238,11 +248,11 @@ def forward_loop(pre: torch.Tensor, w_hh: torch.Tensor, h0: torch.Tensor, c0: to
     c = pre.new_empty(2, batch, hidden)
     c[0] = c0
     bits = torch.empty(steps, batch, hidden, dtype=torch.uint8, device=pre.device)
-    theta = pre.new_tensor([theta1, theta2])
+    theta = constants((theta1, theta2), pre.device, pre.dtype)
     forward_steps[(triton.cdiv(batch, BLOCK_B),)](
         pre, w_hh.t().contiguous(), h, c, bits, theta, steps, batch, hidden,
         BLOCK_B=BLOCK_B, BLOCK_N=block(hidden), BLOCK_K=block(hidden),
-        INPUT_PRECISION=input_precision(matmul_dtype), num_warps=NUM_WARPS,
+        INPUT_PRECISION=input_precision(matmul_dtype, w_hh.dtype), num_warps=NUM_WARPS,
     )
     return h[1:], bits, c[steps % 2]
 
@@ -255,16 +265,15 @@ def backward_loop(a: torch.Tensor, bits: torch.Tensor, grad_h: torch.Tensor, gra
     hidden = four_h // 4
     ds = a.new_empty(2, batch, hidden)
     gate, candidate = spike.gate, spike.candidate
-    params = a.new_tensor([spike.theta1, spike.theta2, gate.width, candidate.width,
-                           surrogate_constant(gate.name, gate.width), surrogate_constant(candidate.name, candidate.width),
-                           *cell_sur])
+    params = constants((spike.theta1, spike.theta2, gate.width, candidate.width, surrogate_constant(gate.name, gate.width),
+                        surrogate_constant(candidate.name, candidate.width), *cell_sur), a.device, a.dtype)
     backward_steps[(triton.cdiv(batch, BLOCK_B),)](
         a, bits, grad_h.contiguous(), grad_c_last.contiguous(), c0.contiguous(), w_hh.contiguous(), ds, params,
         steps, batch, hidden,
         GATE=FAMILY_IDS[gate.name], CANDIDATE=FAMILY_IDS[candidate.name],
         CELL_SURROGATE=spike.cell_grad == "surrogate",
         BLOCK_B=BLOCK_B, BLOCK_N=block(hidden), BLOCK_K=block(four_h),
-        INPUT_PRECISION=input_precision(matmul_dtype), num_warps=NUM_WARPS,
+        INPUT_PRECISION=input_precision(matmul_dtype, w_hh.dtype), num_warps=NUM_WARPS,
     )
     return ds[0]
 
