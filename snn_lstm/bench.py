@@ -28,10 +28,11 @@ from typing import Callable
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from snn_lstm.config import CONFIG_PATH
-from snn_lstm.errors import UserError, reports_user_errors, run_reporting_errors
+from snn_lstm.config import CONFIG_PATH, BenchShape, check_options
+from snn_lstm.errors import UserError, one_line, reports_user_errors, run_reporting_errors
 from snn_lstm.spiking import SpikingLSTM
 from snn_lstm.spiking.fused import resolve_engine
 from snn_lstm.tracking import make_tracker
@@ -86,12 +87,23 @@ def peak_cuda_mb(run: Callable[[], object], device: torch.device) -> float:
     return (torch.cuda.max_memory_allocated(device) - base) / 1e6
 
 
+def typed_shapes(cfg: DictConfig) -> dict[str, DictConfig]:
+    """The shapes as BenchShape nodes, checked: `~shapes '+shapes={...}'` (the way to
+    give your own) replaces the typed node with a plain dict."""
+    shapes = {}
+    for name, raw in cfg.shapes.items():
+        try:
+            shapes[name] = OmegaConf.merge(OmegaConf.structured(BenchShape), raw)
+        except OmegaConfBaseException as error:
+            raise UserError(f"shapes.{name}: {one_line(error)} (steps, batch, input and hidden are positive integers)")
+        check_options(shapes[name], f"shapes.{name}.")
+    return shapes
+
+
 def run_benchmark(cfg: DictConfig, device: torch.device) -> list[dict]:
     rows = []
-    for shape_name, shape in cfg.shapes.items():
+    for shape_name, shape in typed_shapes(cfg).items():
         steps, batch, inputs, hidden = shape.steps, shape.batch, shape.input, shape.hidden
-        if min(steps, batch, inputs, hidden) <= 0:
-            raise UserError(f"shapes.{shape_name}: steps, batch, input and hidden must be positive")
         generator = torch.Generator().manual_seed(0)
         x = (torch.rand(steps, batch, inputs, generator=generator) < 0.5).float().to(device)
         torch.manual_seed(0)
@@ -160,8 +172,6 @@ def markdown_table(rows: list[dict], device: torch.device) -> str:
 
 
 def bench(cfg: DictConfig, out_dir: Path) -> list[dict]:
-    if cfg.repeats <= 0 or cfg.warmup < 0:
-        raise UserError(f"repeats must be positive and warmup not negative, got {cfg.repeats} and {cfg.warmup}")
     device = select_device(cfg.device)
     setup_torch(cfg.threads)
     rows = run_benchmark(cfg, device)

@@ -31,6 +31,7 @@ import logging
 import os
 import random
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ import torch
 from snn_lstm.errors import UserError
 
 CHECKPOINT_FORMAT = 1
+# what every checkpoint holds, and of what kind
+REQUIRED = {"config": dict, "model_args": dict, "model": dict, "step": int}
 log = logging.getLogger("snnlstm.checkpoint")
 
 
@@ -117,15 +120,37 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserError(f"checkpoint {path} is a folder, not a file: pass the last.pt or best.pt inside it")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many kinds for a damaged file
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    except Exception as error:  # torch raises many kinds for a damaged file, with paragraphs of advice
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0].split(". ")[0][:160]
         raise UserError(f"checkpoint {path} cannot be read ({reason}): it is damaged or not a snnlstm checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"checkpoint {path} is not a snnlstm checkpoint of format {CHECKPOINT_FORMAT}")
     stored = payload.pop("digest", None)
     if stored is not None and stored != payload_digest(payload):
         raise UserError(f"checkpoint {path} is damaged (its contents do not match its SHA-256): use another checkpoint")
+    lacking = [f"{key} ({kind.__name__})" for key, kind in REQUIRED.items()
+               if not isinstance(payload.get(key), kind) or isinstance(payload.get(key), bool)]
+    if lacking:
+        raise UserError(f"checkpoint {path} is incomplete: it lacks {', '.join(lacking)}; use a last.pt or best.pt "
+                        "written by snnlstm train")
     return payload
+
+
+@contextmanager
+def reading(path: str | Path):
+    """Errors raised while a checkpoint's contents are taken apart (a key missing, a
+    value of the wrong kind, weights that do not fit its model) are the checkpoint's:
+    one line naming it. A digest proves the file is whole, not that snnlstm wrote it."""
+    from snn_lstm.errors import out_of_memory
+
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as error:
+        if out_of_memory(error):
+            raise
+        reason = (str(error).strip().splitlines() or [""])[0]
+        raise UserError(f"checkpoint {path} is incomplete or inconsistent ({type(error).__name__}: {reason}): use a last.pt "
+                        "or best.pt written by snnlstm train") from error
 
 
 def load_latest(path: Path) -> tuple[dict[str, Any], Path]:

@@ -1,28 +1,141 @@
-"""Typed schema of every config group, the run-folder resolver and the
-allow-list of what configs may instantiate.
+"""Typed schema of every config group, the domain of every option, the run-folder
+resolvers and the allow-list of what configs may instantiate.
 
 Each YAML option in ``conf/`` extends its schema here (``schema/<group>/<name>``),
-so a misspelt key or a wrong type fails while Hydra composes the config.
+so a misspelt key or a wrong type fails while Hydra composes the config. What the
+types cannot say (ranges, choices, safe folder names) each schema says in its
+``DOMAINS``, and ``check_options`` checks every value of a composed config against
+them before a verb does any work: no float may be NaN or infinite, no string empty,
+no number outside its domain.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import importlib
+import inspect
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, ClassVar, Dict, List, Optional, Sequence
 
 import hydra.utils
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+from snn_lstm.data.frontends import FRONTENDS
+from snn_lstm.data.idx import EMNIST_SIZES
+from snn_lstm.data.text import SPLITS, TEXTS
+from snn_lstm.encoders import ENCODERS
 from snn_lstm.errors import UserError
+from snn_lstm.models import BACKBONES, READOUTS
+from snn_lstm.spiking.fused import MATMUL_DTYPES
+from snn_lstm.spiking.lstm import CELL_GRADS, ENGINES, INITS
+from snn_lstm.spiking.surrogate import DERIVATIVES
+from snn_lstm.tasks import TASKS
+from snn_lstm.tasks import images, language, speech
 
 CONFIG_PATH = "pkg://snn_lstm.conf"
 
-# The only callables a config's `_target_` may name (also for configs read back
-# from checkpoints or MLflow): our own package and torch's optimizers/schedulers.
+# The only packages a config's `_target_` may name callables from (also for configs
+# read back from checkpoints or MLflow): our own and torch's optimizers/schedulers.
 ALLOWED_TARGET_PREFIXES = ("snn_lstm.", "torch.optim.")
+
+
+# ----------------------------------------------------------------- domains
+MAX_COUNT = 2**31 - 1  # sizes, counts and steps: what a 32-bit index holds
+MAX_SEED = 2**32 - 1
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+@dataclass(frozen=True)
+class Range:
+    """Numbers from low to high (None: unbounded; an open end is excluded)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def problem(self, value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None  # the schema's types are OmegaConf's to check
+        below = self.low is not None and (value < self.low or (self.low_open and value == self.low))
+        above = self.high is not None and (value > self.high or (self.high_open and value == self.high))
+        if not (below or above):
+            return None
+        if isinstance(value, int) and self.low in (0, 1) and not self.low_open and self.high in (MAX_COUNT, MAX_SEED):
+            return f"must be a {'positive' if self.low == 1 else 'non-negative'} integer up to {self.high}"
+        low, high = (f"{end:g}" if isinstance(end, float) else end for end in (self.low, self.high))
+        if self.high is None:
+            return f"must be {'>' if self.low_open else '>='} {low}"
+        return f"must lie in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+
+
+@dataclass(frozen=True)
+class Choice:
+    values: tuple[str, ...]
+
+    def problem(self, value: Any) -> str | None:
+        return None if value in self.values else f"must be one of {', '.join(self.values)}"
+
+
+@dataclass(frozen=True)
+class Elements:
+    """A list whose every element lies in `domain`, of `length` elements or at least `min_length`."""
+
+    domain: Any
+    min_length: int = 0
+    length: int | None = None
+
+    def problem(self, value: Any) -> str | None:
+        if self.length is not None and len(value) != self.length:
+            return f"must hold {self.length} values"
+        if len(value) < self.min_length:
+            return f"must hold at least {self.min_length} value{'s' if self.min_length > 1 else ''}"
+        for element in value:
+            problem = self.domain.problem(element)
+            if problem:
+                return f"{problem} (each value; {element!r} is not)"
+        return None
+
+
+class NotEmpty:
+    @staticmethod
+    def problem(value: Any) -> str | None:
+        return None if len(value) else "must not be empty"
+
+
+class FolderName:
+    """One folder name: letters, digits, '.', '_' and '-', not starting with '.' (so
+    never '..', a path or an absolute path)."""
+
+    @staticmethod
+    def problem(value: Any) -> str | None:
+        if isinstance(value, str) and SAFE_NAME.match(value):
+            return None
+        return "must be one folder name (letters, digits, '.', '_', '-'; no '/', not starting with '.')"
+
+
+def choice(values: Sequence[str]) -> Choice:
+    return Choice(tuple(values))
+
+
+COUNT = Range(0, MAX_COUNT)  # 0, 1, 2, ...
+POSITIVE = Range(1, MAX_COUNT)  # 1, 2, ...
+SEED = Range(0, MAX_SEED)
+POSITIVE_REAL = Range(0.0, None, low_open=True)
+NON_NEGATIVE_REAL = Range(0.0, None)
+PROBABILITY = Range(0.0, 1.0)
+THRESHOLD = Range(0.0, 1.0, high_open=True)  # in [0, 1) min(s, 1) and H(s - theta1) agree on s in {0, 1, 2}
+DEVICES = ("cpu", "cuda", "auto")
+LR_SCHEDULES = ("constant", "cosine")
+NONFINITE_POLICIES = ("stop", "skip")
+TRACKING_BACKENDS = ("mlflow", "none")
+REPORT_FORMATS = ("md", "html")
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("median", "none")
 
 
 # ----------------------------------------------------------------- schema
@@ -31,6 +144,7 @@ class DistillConfig:
     teacher: Optional[str] = None  # checkpoint of a model trained on the same data; None: learn from the labels alone
     weight: float = 0.5  # w in the training target (1 - w) one-hot(y) + w softmax(z_teacher / T)
     temperature: float = 2.0  # T
+    DOMAINS: ClassVar = {"weight": PROBABILITY, "temperature": POSITIVE_REAL}
 
 
 @dataclass
@@ -45,6 +159,8 @@ class SineTaskConfig:
     val_size: int = 256
     test_size: int = 1024
     figure_steps: List[int] = field(default_factory=lambda: [0, 5, 20, 100])
+    DOMAINS: ClassVar = {"name": FolderName, "kind": choice(TASKS), "readout": choice(READOUTS), "hidden_size": POSITIVE, "seq_len": POSITIVE, "channels": POSITIVE, "dt": POSITIVE_REAL,
+                         "val_size": POSITIVE, "test_size": POSITIVE, "figure_steps": Elements(COUNT)}
 
 
 @dataclass
@@ -61,6 +177,9 @@ class ImageTaskConfig:
     val_size: int = 5000  # the last training images, held out to pick best.pt
     eval_draws: int = 1  # spike trains averaged per evaluation image (1: the paper's single draw)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    DOMAINS: ClassVar = {"name": FolderName, "kind": choice(TASKS), "readout": choice(READOUTS), "hidden_size": POSITIVE, "dataset": choice(images.DATASETS),
+                         "emnist_split": choice(EMNIST_SIZES), "layout": choice(images.LAYOUTS), "permutation_seed": SEED,
+                         "val_size": POSITIVE, "eval_draws": POSITIVE}
 
 
 @dataclass
@@ -79,6 +198,10 @@ class LanguageTaskConfig:
     w2v_epochs: int = 20
     samples: int = 3  # text samples written at the end of training
     sample_length: int = 200
+    DOMAINS: ClassVar = {"name": FolderName, "kind": choice(TASKS), "readout": choice(READOUTS), "hidden_size": POSITIVE, "level": choice(language.LEVELS), "text": choice(TEXTS),
+                         "split": choice(SPLITS), "bptt": POSITIVE, "val_fraction": Range(0.0, 0.5, True, True),
+                         "vector_size": POSITIVE, "w2v_window": POSITIVE, "w2v_epochs": POSITIVE, "samples": Range(0, 3),
+                         "sample_length": COUNT}
 
 
 @dataclass
@@ -96,6 +219,8 @@ class SpeechTaskConfig:
     eval_draws: int = 1  # spike trains averaged per evaluation recording
     distill: DistillConfig = field(default_factory=DistillConfig)
     frontend: Any = None  # the frontend group
+    DOMAINS: ClassVar = {"name": FolderName, "kind": choice(TASKS), "readout": choice(READOUTS), "hidden_size": POSITIVE, "val_from_index": Range(speech.TEST_INDICES.stop + 1, speech.NUM_INDICES - 1),
+                         "num_samples": POSITIVE, "layout": choice(speech.LAYOUTS), "steps": POSITIVE, "eval_draws": POSITIVE}
 
 
 @dataclass
@@ -104,6 +229,7 @@ class ScatteringConfig:
     J: int = 8  # averaging scale 2^J samples
     Q: int = 12  # wavelets per octave (first order)
     log_eps: float = 1e-6
+    DOMAINS: ClassVar = {"name": choice(FRONTENDS), "J": Range(1, 30), "Q": POSITIVE, "log_eps": POSITIVE_REAL}
 
 
 @dataclass
@@ -114,11 +240,14 @@ class MelConfig:
     n_fft: int = 256  # 32 ms at 8 kHz
     hop_length: int = 128  # 16 ms
     log_eps: float = 1e-6  # logmel only
+    DOMAINS: ClassVar = {"name": choice(FRONTENDS), "n_mfcc": POSITIVE, "n_mels": POSITIVE, "n_fft": POSITIVE,
+                         "hop_length": POSITIVE, "log_eps": POSITIVE_REAL}
 
 
 @dataclass
 class EncoderConfig:
     name: str = "bernoulli"  # bernoulli or identity
+    DOMAINS: ClassVar = {"name": choice(ENCODERS)}
 
 
 @dataclass
@@ -132,6 +261,9 @@ class SpikingLSTMConfig:
     init: str = "he"
     engine: str = "auto"  # auto (fused: C++ on a CPU, Triton on a GPU), cpp, triton, torch (fused, any device), reference
     matmul_dtype: str = "float32"  # or tf32, bfloat16, float16: the fused engines' matrix products
+    DOMAINS: ClassVar = {"name": choice(BACKBONES), "hidden_size": POSITIVE, "num_layers": POSITIVE, "theta1": THRESHOLD,
+                         "theta2": THRESHOLD, "cell_grad": choice(CELL_GRADS), "init": choice(INITS),
+                         "engine": choice(ENGINES), "matmul_dtype": choice(MATMUL_DTYPES)}
 
 
 @dataclass
@@ -139,6 +271,7 @@ class LSTMConfig:
     name: str = "lstm"
     hidden_size: int = 100
     num_layers: int = 1
+    DOMAINS: ClassVar = {"name": choice(BACKBONES), "hidden_size": POSITIVE, "num_layers": POSITIVE}
 
 
 @dataclass
@@ -146,6 +279,7 @@ class SurrogateConfig:
     name: str = "gaussian"
     alpha1: float = 4.0  # width for the gates i, f, o
     alpha2: float = 0.3  # width for the candidate g
+    DOMAINS: ClassVar = {"name": choice(DERIVATIVES), "alpha1": POSITIVE_REAL, "alpha2": POSITIVE_REAL}
 
 
 @dataclass
@@ -155,6 +289,8 @@ class OptimizerConfig:
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     weight_decay: float = 0.0
+    DOMAINS: ClassVar = {"lr": POSITIVE_REAL, "betas": Elements(Range(0.0, 1.0, high_open=True), length=2),
+                         "eps": POSITIVE_REAL, "weight_decay": NON_NEGATIVE_REAL}
 
 
 @dataclass
@@ -172,13 +308,18 @@ class TrainerConfig:
     device: str = "cpu"  # cpu, cuda or auto
     threads: Optional[int] = None  # torch CPU threads; None keeps torch's choice
     progress: bool = True
+    DOMAINS: ClassVar = {"steps": POSITIVE, "epochs": POSITIVE_REAL, "batch_size": POSITIVE, "eval_every": POSITIVE,
+                         "log_every": POSITIVE, "eval_limit": POSITIVE, "grad_clip": POSITIVE_REAL,
+                         "lr_schedule": choice(LR_SCHEDULES), "warmup_steps": COUNT,
+                         "on_nonfinite": choice(NONFINITE_POLICIES), "device": choice(DEVICES), "threads": Range(1, 1024)}
 
 
 @dataclass
 class TrackingConfig:
     backend: str = "mlflow"  # mlflow or none
-    uri: Optional[str] = None  # None: MLFLOW_TRACKING_URI, else sqlite in paths.run_dir
+    uri: Optional[str] = None  # None: $MLFLOW_TRACKING_URI, else sqlite in paths.run_dir
     experiment: str = "snnlstm"
+    DOMAINS: ClassVar = {"backend": choice(TRACKING_BACKENDS)}
 
 
 @dataclass
@@ -200,8 +341,10 @@ class TrainConfig:
     paths: PathsConfig = MISSING
     seed: int = 0
     resume: bool = False
+    overwrite: bool = False  # start afresh in a run folder that holds another run's checkpoints, deleting them
     run_name: Optional[str] = None  # run folder name under paths.run_dir/<task>; default a timestamp
     tags: Dict[str, str] = field(default_factory=dict)  # extra MLflow tags (paper_table, row, ...)
+    DOMAINS: ClassVar = {"seed": SEED, "run_name": FolderName}
 
 
 @dataclass
@@ -212,6 +355,7 @@ class EvaluateConfig:
     device: str = "cpu"
     tracking: TrackingConfig = MISSING
     paths: PathsConfig = MISSING
+    DOMAINS: ClassVar = {"draws": POSITIVE, "device": choice(DEVICES)}
 
 
 @dataclass
@@ -222,6 +366,7 @@ class GenerateConfig:
     temperature: float = 0.8
     seed: int = 0
     paths: PathsConfig = MISSING
+    DOMAINS: ClassVar = {"length": COUNT, "temperature": NON_NEGATIVE_REAL, "seed": SEED}
 
 
 @dataclass
@@ -230,6 +375,7 @@ class BenchShape:
     batch: int = MISSING
     input: int = MISSING
     hidden: int = MISSING
+    DOMAINS: ClassVar = {"steps": POSITIVE, "batch": POSITIVE, "input": POSITIVE, "hidden": POSITIVE}
 
 
 @dataclass
@@ -243,6 +389,9 @@ class BenchConfig:
     shapes: Dict[str, BenchShape] = field(default_factory=dict)
     tracking: TrackingConfig = MISSING
     paths: PathsConfig = MISSING
+    DOMAINS: ClassVar = {"device": choice(DEVICES), "threads": Range(1, 1024), "repeats": POSITIVE, "warmup": COUNT,
+                         "engines": Elements(choice(ENGINES), min_length=1),
+                         "matmul_dtypes": Elements(choice(MATMUL_DTYPES), min_length=1), "shapes": NotEmpty}
 
 
 @dataclass
@@ -252,6 +401,7 @@ class ReportConfig:
     paper_values: str = "experiments/paper_values.yaml"
     tracking: TrackingConfig = MISSING
     paths: PathsConfig = MISSING
+    DOMAINS: ClassVar = {"format": choice(REPORT_FORMATS)}
 
 
 @dataclass
@@ -259,6 +409,7 @@ class SearchSpaceConfig:
     name: str = MISSING
     train: List[str] = field(default_factory=list)  # `snnlstm train` overrides of every trial
     params: Dict[str, Any] = field(default_factory=dict)  # override key -> {type, low, high, log, step | choices}
+    DOMAINS: ClassVar = {"name": FolderName}
 
 
 @dataclass
@@ -275,6 +426,8 @@ class SearchConfig:
     seed: int = 0  # the sampler's
     tracking: TrackingConfig = MISSING
     paths: PathsConfig = MISSING
+    DOMAINS: ClassVar = {"study": FolderName, "n_trials": POSITIVE, "sampler": choice(SAMPLERS), "pruner": choice(PRUNERS),
+                         "pruner_startup_trials": COUNT, "pruner_warmup_steps": COUNT, "heartbeat_s": POSITIVE, "seed": SEED}
 
 
 @dataclass
@@ -312,31 +465,129 @@ def register_schemas() -> None:
         cs.store(group=f"schema/{group}", name=name, node=node)
 
 
-# ----------------------------------------------------------------- run folder
-def run_folder(base: str, task: str, resume: bool, run_name: Optional[str]) -> str:
-    """Hydra's run dir: <base>/<task>/<run_name or timestamp>.
+# ----------------------------------------------------------------- checking a config
+def _universal_problem(value: Any) -> str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    if isinstance(value, str) and not value.strip():
+        return "must not be empty"
+    if isinstance(value, (list, tuple)):
+        return next((problem for problem in map(_universal_problem, value) if problem), None)
+    return None
+
+
+def check_options(cfg: DictConfig, prefix: str = "") -> None:
+    """Every value of a composed config against its schema's DOMAINS (None passes),
+    and nowhere a float that is NaN or infinite or an empty string: one line for the
+    first that fails."""
+    domains = getattr(OmegaConf.get_type(cfg), "DOMAINS", {})
+    for key in cfg:
+        path = f"{prefix}{key}"
+        value = cfg[key]
+        if isinstance(value, DictConfig):
+            if key in domains and domains[key].problem(value):
+                raise UserError(f"{path} {domains[key].problem(value)}")
+            check_options(value, f"{path}.")
+            continue
+        plain = to_plain(value)
+        problem = _universal_problem(plain)
+        if problem is None and plain is not None and key in domains:
+            problem = domains[key].problem(plain)
+        if problem:
+            raise UserError(f"{path} {problem}, got {plain!r}")
+
+
+# ----------------------------------------------------------------- run folders
+CHECKPOINT_FILES = ("last.pt", "last.prev.pt", "best.pt", "best.prev.pt")
+# What this command's job found in its folder before Hydra wrote anything (the first
+# folder on the path that did not exist, or None; the entries there and their
+# modification times), and the names it chose: every lookup gives the same answer,
+# and a refused command removes exactly what it made. Reset by each verb (new_launch).
+JOB_FOLDERS: dict[str, tuple[Optional[str], dict[str, int]]] = {}
+LAUNCH_NAMES: dict[tuple, str] = {}
+
+
+def new_launch() -> None:
+    JOB_FOLDERS.clear()
+    LAUNCH_NAMES.clear()
+
+
+def folder_name(value: str, setting: str) -> str:
+    problem = FolderName.problem(value)
+    if problem:
+        raise UserError(f"{setting} {problem}, got {value!r}")
+    return value
+
+
+def job_folder(path: str) -> str:
+    """A job's folder (Hydra's run dir), refused when something that is not a folder
+    stands in its way; what it holds is noted (JOB_FOLDERS)."""
+    folder = Path(path).absolute()
+    blocking = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise UserError(f"{blocking} is a file, not a folder: point paths.run_dir (or run_name) elsewhere")
+    if str(folder) not in JOB_FOLDERS:
+        if folder.exists():
+            JOB_FOLDERS[str(folder)] = (None, {entry.name: entry.stat().st_mtime_ns for entry in folder.iterdir()})
+        else:
+            JOB_FOLDERS[str(folder)] = (str([p for p in (folder, *folder.parents) if not p.exists()][-1]), {})
+    return path
+
+
+def _launch_name(key: tuple, choose) -> str:
+    if key not in LAUNCH_NAMES:
+        LAUNCH_NAMES[key] = choose(dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f"))
+    return LAUNCH_NAMES[key]
+
+
+def hydra_record_folder(folder: str) -> str:
+    """Where Hydra writes a job's config: .hydra for a folder's first launch, .hydra/<time>
+    for later ones (a resumed run, a continued search), so no launch overwrites another's."""
+    return _launch_name(("record", folder), lambda stamp: ".hydra" if not (Path(folder) / ".hydra").exists()
+                        else f".hydra/{stamp}")
+
+
+def job_log_file(folder: str, job: str) -> str:
+    """<folder>/<job>.log for a folder's first launch, <job>.<time>.log for later ones:
+    no launch appends to another's log."""
+    return _launch_name(("log", folder, job), lambda stamp: str(Path(folder) / f"{job}.log")
+                        if not (Path(folder) / f"{job}.log").exists() else str(Path(folder) / f"{job}.{stamp}.log"))
+
+
+def run_folder(base: str, task: str, resume: bool, run_name: Optional[str], overwrite: bool) -> str:
+    """`snnlstm train`'s run dir: <base>/<task>/<run_name or timestamp>.
 
     With resume=true and no run_name, the newest folder of this task that holds a
     ``last.pt`` is reused, so ``snnlstm train resume=true`` continues where the last
-    run stopped.
-    """
-    task_dir = Path(base) / task
+    run stopped. A named folder that holds another run's checkpoints is refused
+    unless resume=true (continue it) or overwrite=true (replace it)."""
+    task_dir = Path(base) / folder_name(task, "task.name")
     if run_name:
-        return str(task_dir / run_name)
+        folder = task_dir / folder_name(run_name, "run_name")
+        if not (resume or overwrite) and any((folder / name).exists() for name in CHECKPOINT_FILES):
+            raise UserError(f"{folder} holds the checkpoints of an earlier run: continue it with resume=true, or "
+                            "give a new run_name (overwrite=true deletes them and starts afresh)")
+        return job_folder(str(folder))
     if resume:
         candidates = sorted(task_dir.glob("*/last*.pt"), key=lambda p: p.stat().st_mtime)
         if candidates:
-            return str(candidates[-1].parent)
-    stamp = dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    folder, n = task_dir / stamp, 1
+            return job_folder(str(candidates[-1].parent))
+    return job_folder(_launch_name(("run", str(task_dir)), lambda stamp: str(_free_folder(task_dir, stamp[:19]))))
+
+
+def _free_folder(parent: Path, stamp: str) -> Path:
+    folder, n = parent / stamp, 1
     while folder.exists():
-        folder, n = task_dir / f"{stamp}_{n}", n + 1
-    return str(folder)
+        folder, n = parent / f"{stamp}_{n}", n + 1
+    return folder
 
 
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("snnlstm_run_dir"):
-        OmegaConf.register_new_resolver("snnlstm_run_dir", run_folder, use_cache=True)
+    for name, resolver in (("snnlstm_run_dir", run_folder), ("snnlstm_job_dir", job_folder), ("snnlstm_name", folder_name),
+                           ("snnlstm_hydra_subdir", hydra_record_folder), ("snnlstm_log_file", job_log_file)):
+        if not OmegaConf.has_resolver(name):
+            # not cached by OmegaConf: Hydra resolves through more than one copy of the config
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 register_schemas()
@@ -344,14 +595,39 @@ register_resolvers()
 
 
 # ----------------------------------------------------------------- instantiate
+def allowed_target(target: str) -> bool:
+    """Whether `target` names a callable defined in an allowed package: the dotted path
+    is followed from the longest prefix that imports, and neither a module on the way
+    nor the callable's own module may lie outside the allowed packages (so
+    `snn_lstm.errors.os.system`, os imported into one of ours, is refused)."""
+    allowed = lambda module: (module + ".").startswith(ALLOWED_TARGET_PREFIXES)  # noqa: E731
+    if not allowed(target):
+        return False
+    parts = target.split(".")
+    for depth in range(len(parts), 0, -1):
+        try:
+            found = importlib.import_module(".".join(parts[:depth]))
+            break
+        except ImportError:
+            continue
+    else:
+        return False
+    for name in parts[depth:]:
+        found = getattr(found, name, None)
+        if found is None or (inspect.ismodule(found) and not allowed(found.__name__)):
+            return False
+    module = found.__name__ if inspect.ismodule(found) else getattr(found, "__module__", None)
+    return isinstance(module, str) and allowed(module)
+
+
 def check_targets(cfg: Any, where: str = "config") -> None:
-    """Refuse any `_target_` outside ALLOWED_TARGET_PREFIXES, at any depth."""
+    """Refuse any `_target_` outside the allowed packages, at any depth."""
     if isinstance(cfg, (DictConfig, dict)):
         target = cfg.get("_target_")
-        if target is not None and not str(target).startswith(ALLOWED_TARGET_PREFIXES):
+        if target is not None and not allowed_target(str(target)):
             raise UserError(
                 f"{where}: _target_ '{target}' is not allowed; configs may only instantiate "
-                f"names under {', '.join(ALLOWED_TARGET_PREFIXES)}"
+                f"callables defined under {', '.join(ALLOWED_TARGET_PREFIXES)}"
             )
         for key, value in cfg.items():
             check_targets(value, f"{where}.{key}")

@@ -15,7 +15,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from snn_lstm.checkpoint import load_checkpoint
+from snn_lstm.checkpoint import load_checkpoint, reading
 from snn_lstm.config import CONFIG_PATH
 from snn_lstm.devices import select_device, setup_torch
 from snn_lstm.errors import UserError, reports_user_errors, run_reporting_errors
@@ -30,26 +30,31 @@ log = logging.getLogger("snnlstm.evaluate")
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     checkpoint = load_checkpoint(cfg.ckpt)
-    run_config = checkpoint["config"]
-    task_config = dict(run_config["task"])
-    if cfg.draws is not None:
-        task_config["eval_draws"] = cfg.draws
     device = select_device(cfg.device)
-    setup_torch(run_config["trainer"]["threads"])
-    task = build_task(
-        task_config,
-        encoder=run_config["encoder"]["name"],
-        data_dir=cfg.paths.data_dir,
-        seed=run_config["seed"],
-        eval_limit=run_config["trainer"]["eval_limit"],
-        cache_dir=cfg.paths.cache_dir,
-    )
+    with reading(cfg.ckpt):
+        run_config = checkpoint["config"]
+        task_config = dict(run_config["task"])
+        if cfg.draws is not None:
+            task_config["eval_draws"] = cfg.draws
+        setup_torch(run_config["trainer"]["threads"])
+        task = build_task(
+            task_config,
+            encoder=run_config["encoder"]["name"],
+            data_dir=cfg.paths.data_dir,
+            seed=run_config["seed"],
+            eval_limit=run_config["trainer"]["eval_limit"],
+            cache_dir=cfg.paths.cache_dir,
+        )
+        model = model_from_checkpoint(checkpoint, f"checkpoint {cfg.ckpt}")
+        if (model.backbone.input_size, model.readout.out_features) != (task.input_size, task.output_size):
+            raise UserError(f"checkpoint {cfg.ckpt} is a model of {model.backbone.input_size} inputs and "
+                            f"{model.readout.out_features} outputs, and its task's data here gives {task.input_size} and "
+                            f"{task.output_size}: evaluate it on the data it was trained on (paths.data_dir)")
     if cfg.draws is not None and not isinstance(task, ClassificationTask):
         raise UserError(f"draws applies to classification tasks, and {cfg.ckpt} is a {task.name} model: drop draws=")
     splits = ("val", *task.final_splits)
     if cfg.split not in splits:
         raise UserError(f"split must be one of {', '.join(splits)} for {task.name}, got '{cfg.split}'")
-    model = model_from_checkpoint(checkpoint)
     model.to(device)
     metrics = evaluate_split(task, model, cfg.split, device)
     if cfg.draws is not None:
@@ -57,7 +62,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     for name, value in metrics.items():
         print(f"{name}={value!r}")
 
-    saved = checkpoint.get("tracking") or {}
+    saved = checkpoint.get("tracking") if isinstance(checkpoint.get("tracking"), dict) else {}
     tracker = make_tracker(
         cfg.tracking.backend,
         saved.get("uri") or cfg.tracking.uri,

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from snn_lstm.checkpoint import load_checkpoint
+from snn_lstm.checkpoint import load_checkpoint, reading
 from snn_lstm.config import CONFIG_PATH
 from snn_lstm.data.text import Vocabulary, words
 from snn_lstm.encoders import build_encoder, make_generator
@@ -81,11 +81,18 @@ def sample_text(
 
 def generate(cfg: DictConfig) -> str:
     checkpoint = load_checkpoint(cfg.ckpt)
-    task_state = checkpoint.get("task_state") or {}
-    if "symbols" not in task_state:
-        raise UserError(f"{cfg.ckpt} is not a language model checkpoint (task {checkpoint['config']['task']['name']})")
-    model = model_from_checkpoint(checkpoint)
-    encoder = build_encoder(checkpoint["config"]["encoder"]["name"])
+    with reading(cfg.ckpt):
+        task_state = checkpoint.get("task_state") or {}
+        if "symbols" not in task_state:
+            raise UserError(f"{cfg.ckpt} is not a language model checkpoint (task {checkpoint['config']['task']['name']})")
+        model = model_from_checkpoint(checkpoint, f"checkpoint {cfg.ckpt}")
+        encoder = build_encoder(checkpoint["config"]["encoder"]["name"])
+        vocabulary = Vocabulary(task_state["symbols"])
+        vectors = task_state["vectors"]
+        inputs = len(vocabulary) if vectors is None else vectors.shape[1]
+        if (model.backbone.input_size, model.readout.out_features) != (inputs, len(vocabulary)):
+            raise UserError(f"checkpoint {cfg.ckpt} is inconsistent: a model of {model.backbone.input_size} inputs and "
+                            f"{model.readout.out_features} outputs for a vocabulary of {len(vocabulary)} symbols")
     text = sample_text(model, task_state, encoder, cfg.prompt, cfg.length, cfg.temperature, cfg.seed)
     print(text)
     return text

@@ -87,8 +87,11 @@ def build_model(
     return SequenceModel(backbone, hidden_size, output_size, readout)
 
 
-def model_from_checkpoint(checkpoint: dict[str, Any]) -> SequenceModel:
+def model_from_checkpoint(checkpoint: dict[str, Any], source: str = "the checkpoint") -> SequenceModel:
     """The model a checkpoint (load_checkpoint's payload) holds, with its weights."""
-    model = build_model(**checkpoint["model_args"])
+    try:
+        model = build_model(**checkpoint["model_args"])
+    except UserError as error:
+        raise UserError(f"{source}: its model_args make no model ({error})") from None
     model.load_state_dict(checkpoint["model"])
     return model

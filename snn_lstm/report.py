@@ -35,7 +35,6 @@ from snn_lstm.figures import plot_alpha_grid, plot_firing_rates, plot_surrogates
 from snn_lstm.tracking import make_tracker, resolve_tracking_uri, store_error
 
 log = logging.getLogger("snnlstm.report")
-FORMATS = ("md", "html")
 
 
 @dataclass
@@ -233,8 +232,6 @@ def draw_figures(uri: str, tables: dict[str, Any], runs: list[Any], summaries, f
 
 # ----------------------------------------------------------------- report
 def write_report(cfg: DictConfig) -> list[Path]:
-    if cfg.format not in FORMATS:
-        raise UserError(f"format must be md or html, got '{cfg.format}'")
     tables = load_paper_values(cfg.paper_values)
     uri = resolve_tracking_uri(cfg.tracking.uri, cfg.paths.run_dir)
     runs = tagged_runs(uri, cfg.tracking.experiment)

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from snn_lstm.config import CONFIG_PATH
 from snn_lstm.errors import UserError, reports_user_errors, run_reporting_errors
-from snn_lstm.tracking import BACKLOG, replay
+from snn_lstm.tracking import BACKLOG, replay, root_cause
 
 log = logging.getLogger("snnlstm.sync")
 
@@ -23,10 +23,10 @@ def sync(run: str, uri: str | None) -> str:
         raise UserError(f"{backlog} does not exist: run= must be a run folder whose tracking fell back to a backlog")
     try:
         tracker = replay(backlog, uri)
-    except UserError:
+    except UserError:  # a damaged backlog (read before the store is contacted), or the store's own report
         raise
     except Exception as error:  # the store is still down: the backlog stays for the next try
-        raise UserError(f"MLflow store still failing ({str(error).strip().splitlines()[0]}): {backlog} is kept, try again")
+        raise UserError(f"MLflow store still failing ({root_cause(error)}): {backlog} is kept, try again")
     return tracker.describe()
 
 

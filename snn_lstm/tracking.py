@@ -1,9 +1,11 @@
 """Everything MLflow: where the store is, one run per training job, what is logged.
 
-Store: $MLFLOW_TRACKING_URI when set, else `tracking.uri`, else an sqlite
+Store: `tracking.uri` when set, else $MLFLOW_TRACKING_URI, else an sqlite
 database ``<paths.run_dir>/mlflow.db`` with artifacts beside it in
-``<paths.run_dir>/mlartifacts``. The client API is used (not the fluent
-``mlflow.start_run`` globals), so several runs can live in one process.
+``<paths.run_dir>/mlartifacts``. A URI MLflow could never open (an unknown scheme, a
+file store) is refused; a store that fails (down, read-only, full) is an outage.
+The client API is used (not the fluent ``mlflow.start_run`` globals), so several
+runs can live in one process.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping
@@ -25,15 +28,39 @@ METRIC_BATCH = 1000
 
 
 def resolve_tracking_uri(configured: str | None, run_dir: str | Path) -> str:
+    """`tracking.uri` when given, else $MLFLOW_TRACKING_URI, else the sqlite store in
+    the run folder; refused in one line when MLflow could never open it."""
     # an unreachable server fails over in seconds, not after MLflow's default minutes of retries
     for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")):
         os.environ.setdefault(name, value)
     env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
     if configured:
+        check_tracking_uri(configured, "tracking.uri")
         return configured
+    if env:
+        check_tracking_uri(env, "$MLFLOW_TRACKING_URI")
+        return env
     return "sqlite:///" + str(Path(run_dir).resolve() / "mlflow.db")
+
+
+# what MLflow's tracking-store registry accepts (plugins add theirs through entry points)
+STORE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "databricks-uc", "uc")
+
+
+def check_tracking_uri(uri: str, source: str) -> None:
+    import importlib.metadata
+
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):", uri)
+    scheme = match.group(1) if match else ("databricks" if uri == "databricks" else "")
+    if scheme in ("", "file"):
+        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("1", "true"):
+            return
+        raise UserError(f"{source} {uri} is a file store, which MLflow 3 no longer opens: use sqlite:///<folder>/mlflow.db, "
+                        "a server (http://host:port) or a database URL (or set MLFLOW_ALLOW_FILE_STORE=true)")
+    plugins = {entry.name for entry in importlib.metadata.entry_points(group="mlflow.tracking_store")}
+    if scheme.split("+", 1)[0] not in STORE_SCHEMES and scheme not in plugins:
+        raise UserError(f"{source} {uri}: MLflow has no tracking store for '{scheme}:' URIs: use sqlite:///<folder>/mlflow.db, "
+                        "a server (http://host:port) or a database URL (postgresql://, mysql://, mssql://)")
 
 
 def root_cause(error: BaseException) -> str:
@@ -49,29 +76,39 @@ def store_error(uri: str, error: BaseException) -> UserError:
                      "MLFLOW_TRACKING_URI to a working store, or tracking=none")
 
 
+def sqlite_database(uri: str) -> Path | None:
+    """The database file of a local sqlite store: sqlite:///<path>, also with SQLite's
+    own `file:<path>?mode=ro&uri=true` form; None for any other store."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///") :].split("?", 1)[0].removeprefix("file:")
+    return Path(path).absolute() if path and path != ":memory:" else None
+
+
 def _local_artifact_root(uri: str) -> str | None:
     """For an sqlite store, artifacts go in `mlartifacts` beside the database file."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
-    return None
+    database = sqlite_database(uri)
+    return (database.parent / "mlartifacts").as_uri() if database is not None else None
 
 
 @contextmanager
 def setup_lock(uri: str):
     """Held while a process first touches a local sqlite store: MLflow creates the
     tables and the experiment on first use, and two processes doing it at once (jobs
-    of a parallel sweep starting together) make one fail with "duplicate column"."""
-    if not uri.startswith("sqlite:///"):
+    of a parallel sweep starting together) make one fail with "duplicate column". The
+    lock is on the store's folder itself, so it leaves no file behind."""
+    database = sqlite_database(uri)
+    if database is None:
         yield
         return
-    database = Path(uri[len("sqlite:///") :])
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with open(database.with_name(database.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    folder = database.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -260,14 +297,45 @@ class ResilientTracker(Tracker):
         return f"MLflow store {self.uri} unavailable: tracking kept in {self.backlog} (snnlstm sync run={self.backlog.parent})"
 
 
+# op -> the fields of its record (what ResilientTracker writes)
+BACKLOG_FIELDS = {"start": ("uri", "experiment", "run_id", "run_name", "tags"), "params": ("params",),
+                  "metrics": ("metrics", "step"), "tags": ("tags",), "artifact": ("path", "artifact_path"),
+                  "artifacts": ("path", "artifact_path"), "finish": ("status",)}
+
+
+def read_backlog(backlog: Path) -> list[dict[str, Any]]:
+    """The records of a backlog, each checked, so that a damaged file is reported as
+    such before anything is sent."""
+    try:
+        lines = backlog.read_text().splitlines()
+    except UnicodeDecodeError as error:
+        raise UserError(f"{backlog} is not a text file ({error.reason}): it is not a snnlstm tracking backlog")
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UserError(f"{backlog} line {number} is not valid JSON ({error.msg}): the backlog is damaged; "
+                            "delete that line (its record is lost) and sync again")
+        fields = BACKLOG_FIELDS.get(record.get("op")) if isinstance(record, dict) else None
+        if fields is None or any(name not in record for name in fields) or (
+                record["op"] == "metrics" and not (isinstance(record["step"], int) and all(
+                    isinstance(v, (int, float)) for v in record["metrics"].values()))):
+            raise UserError(f"{backlog} line {number} is not a tracking record of snnlstm: the backlog is damaged; "
+                            "delete that line and sync again")
+        records.append(record)
+    if not records or records[0]["op"] != "start":
+        raise UserError(f"{backlog} does not begin with a start record: it is not a snnlstm tracking backlog")
+    return records
+
+
 def replay(backlog: Path, uri: str | None = None) -> MlflowTracker:
     """Send a backlog's records to MLflow, into the run it names when the store has
     it (else a new run); the file is renamed *.synced.jsonl afterwards."""
-    records = [json.loads(line) for line in backlog.read_text().splitlines() if line.strip()]
-    starts = [r for r in records if r["op"] == "start"]
-    if not starts:
-        raise UserError(f"{backlog} holds no start record: it is not a snnlstm tracking backlog")
-    start = starts[0]
+    records = read_backlog(backlog)
+    start = records[0]
     tracker = MlflowTracker(uri or start["uri"], start["experiment"], start["run_id"], start["run_name"], start["tags"])
     for record in records:
         op = record["op"]
@@ -302,8 +370,6 @@ def make_tracker(
     caller (ResilientTracker), without it the failure is a UserError."""
     if backend == "none":
         return Tracker()
-    if backend != "mlflow":
-        raise UserError(f"tracking.backend must be mlflow or none, got '{backend}'")
     uri = resolve_tracking_uri(uri, run_dir)
     if backlog is not None:
         return ResilientTracker(backlog, uri, experiment, run_id, run_name, tags, reopen)

@@ -28,8 +28,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from snn_lstm.checkpoint import has_checkpoint, load_latest, restore_rng_states, rng_states, save_checkpoint
-from snn_lstm.config import CONFIG_PATH, instantiate, to_plain
+from snn_lstm.checkpoint import has_checkpoint, load_latest, reading, restore_rng_states, rng_states, save_checkpoint
+from snn_lstm.config import CHECKPOINT_FILES, CONFIG_PATH, check_options, instantiate, to_plain
 from snn_lstm.devices import select_device, setup_torch
 from snn_lstm.distributed import Group, join, leave
 from snn_lstm.energy import energy_metrics
@@ -48,30 +48,10 @@ RECIPE_KEYS = ("task", "encoder", "model", "surrogate", "optimizer", "seed")
 RECIPE_TRAINER_KEYS = ("batch_size", "grad_clip", "lr_schedule", "warmup_steps")
 
 
-NONFINITE_POLICIES = ("stop", "skip")
-
-
-def check_trainer(trainer: dict[str, Any]) -> None:
-    for key in ("steps", "batch_size", "eval_every", "log_every"):
-        if trainer[key] <= 0:
-            raise UserError(f"trainer.{key} must be a positive integer, got {trainer[key]}")
-    if trainer["grad_clip"] is not None and not trainer["grad_clip"] > 0:
-        raise UserError(f"trainer.grad_clip must be positive or null, got {trainer['grad_clip']}")
-    if trainer["on_nonfinite"] not in NONFINITE_POLICIES:
-        raise UserError(f"trainer.on_nonfinite must be stop or skip, got '{trainer['on_nonfinite']}'")
-    if trainer["threads"] is not None and trainer["threads"] <= 0:
-        raise UserError(f"trainer.threads must be a positive integer or null, got {trainer['threads']}")
-
-
-LR_SCHEDULES = ("constant", "cosine")
-
-
 def learning_rate_factor(trainer: dict[str, Any]):
     """The multiplier of the base learning rate at each step: a linear warm-up over
     `warmup_steps`, then constant or a cosine from 1 to 0 at the last step."""
     schedule, warmup, steps = trainer["lr_schedule"], trainer["warmup_steps"], trainer["steps"]
-    if schedule not in LR_SCHEDULES:
-        raise UserError(f"trainer.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got '{schedule}'")
     if not 0 <= warmup < steps:
         raise UserError(f"trainer.warmup_steps must lie in [0, trainer.steps), got {warmup}")
 
@@ -123,10 +103,10 @@ def train(cfg: DictConfig, out_dir: Path, tags: dict[str, str] | None = None,
     """Train as `cfg` says, writing into `out_dir`; returns the best validation
     value of the task's monitor metric (what a sweeper optimises). `tags` go on
     the MLflow run (a sweep's parent, ...) besides the config's `tags`."""
+    check_options(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = to_plain(cfg)
     trainer = config["trainer"]
-    check_trainer(trainer)
     group, device = join(select_device(trainer["device"]), trainer["batch_size"], config["run_name"])
     try:
         return _train(cfg, config, out_dir, group, device, tags or {}, on_validation)
@@ -150,9 +130,8 @@ def _train(cfg: DictConfig, config: dict[str, Any], out_dir: Path, group: Group,
         cache_dir=config["paths"]["cache_dir"],
     )
     if trainer["epochs"] is not None:
-        if not trainer["epochs"] > 0:
-            raise UserError(f"trainer.epochs must be positive or null, got {trainer['epochs']}")
         trainer["steps"] = task.steps_for_epochs(trainer["epochs"], trainer["batch_size"])
+    task.check_batch_size(trainer["batch_size"])
     args = model_args(config["model"], config["surrogate"], task.input_size, task.output_size, task.readout)
     model = build_model(**args).to(device)
     optimizer = instantiate(cfg.optimizer, "optimizer", params=model.parameters())
@@ -169,17 +148,25 @@ def _train(cfg: DictConfig, config: dict[str, Any], out_dir: Path, group: Group,
                 "drop resume=true to start a new run, or pass run_name=<folder> of the run to continue"
             )
         checkpoint, used = load_latest(last_path)
-        differences = recipe_differences(checkpoint["config"], config)
-        if differences:
-            raise UserError(f"cannot resume {last_path}: the config differs from the checkpoint's ({'; '.join(differences)})")
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        task.load_state_dict(checkpoint["task_state"])
-        restore_rng_states(checkpoint["rng"])
-        start_step, best, carry = checkpoint["step"], checkpoint["best"], checkpoint["carry"]
-        running = checkpoint.get("running", running)
-        run_id = (checkpoint.get("tracking") or {}).get("run_id")
+        with reading(used):
+            differences = recipe_differences(checkpoint["config"], config)
+            if differences:
+                raise UserError(f"cannot resume {last_path}: the config differs from the checkpoint's ({'; '.join(differences)})")
+            if checkpoint["model_args"] != args:
+                raise UserError(f"cannot resume {used}: its model_args ({checkpoint['model_args']}) are not those of its "
+                                f"own config ({args}): the checkpoint was altered; resume from another one")
+            if checkpoint["step"] > trainer["steps"]:
+                raise UserError(f"cannot resume {used}: it is at step {checkpoint['step']}, beyond the budget of "
+                                f"{trainer['steps']} steps: give trainer.steps (or trainer.epochs) at least that, or a new "
+                                "run_name")
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            task.load_state_dict(checkpoint["task_state"])
+            restore_rng_states(checkpoint["rng"])
+            start_step, best, carry = checkpoint["step"], checkpoint["best"], checkpoint["carry"]
+            running = checkpoint.get("running", running)
+            run_id = (checkpoint.get("tracking") or {}).get("run_id")
         log.info("resuming %s at step %d", used, start_step)
 
     tracker = make_tracker(
@@ -193,6 +180,9 @@ def _train(cfg: DictConfig, config: dict[str, Any], out_dir: Path, group: Group,
               "monitor_mode": task.monitor_mode, "worker": worker_name(), **tags, **config["tags"]},
         backlog=out_dir / BACKLOG,
     )
+    if config["overwrite"] and not config["resume"]:  # asked for, and only now that the run is set to start
+        for name in (*CHECKPOINT_FILES, BACKLOG):
+            (out_dir / name).unlink(missing_ok=True)
     try:
         with StopRequests() as stop:
             best_value = _train_loop(config, task, model, optimizer, scheduler, device, tracker, start_step, best, carry,

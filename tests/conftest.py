@@ -19,6 +19,9 @@ import snn_lstm.config  # noqa: F401  (registers the schemas and resolvers)
 
 # Tests never touch the network: loaders that would download stop with an error instead.
 os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", SNNLSTM_OFFLINE="1")
+# nor the user's MLflow server or Hydra settings (a shell with MLFLOW_TRACKING_URI set is common)
+for name in [name for name in os.environ if name.startswith(("MLFLOW_", "HYDRA_")) or name == "SNNLSTM_FULL_ERROR"]:
+    del os.environ[name]
 # Without a GPU the Triton engine's kernels run in Triton's interpreter, on CPU tensors
 # (read when triton is first imported, which nothing does before the tests run).
 if not torch.cuda.is_available():
@@ -45,6 +48,11 @@ def write_tiny_idx(folder: Path, train: int = 96, test: int = 40, classes: int =
         write_idx(folder / f"{split}-images-idx3-ubyte.gz", images)
         write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels)
     return folder
+
+
+def payload(step: int = 0, **contents):
+    """The smallest checkpoint payload load_checkpoint accepts, plus `contents`."""
+    return {"config": {}, "model_args": {}, "model": {}, "step": step, **contents}
 
 
 TINY_BODY = "alice was beginning to get very tired of sitting by her sister on the bank.\n" * 40

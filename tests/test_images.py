@@ -123,7 +123,7 @@ def save_teacher(path, task_cfg, hidden=8):
     args = model_args({"name": "lstm", "hidden_size": hidden, "num_layers": 1}, {}, 28, 10, "mean")
     teacher = build_model(**args)
     save_checkpoint({"config": {"task": task_cfg, "encoder": {"name": "identity"}}, "model_args": args,
-                     "model": teacher.state_dict()}, path)
+                     "model": teacher.state_dict(), "step": 0}, path)
     return teacher.eval()
 
 

@@ -23,7 +23,7 @@ from snn_lstm.tasks.sine import SineTask
 from snn_lstm.tracking import BACKLOG, MlflowTracker
 from snn_lstm.train import train
 
-from conftest import BIN, compose_train, snnlstm, write_tiny_fsdd, write_tiny_idx
+from conftest import BIN, compose_train, payload, snnlstm, write_tiny_fsdd, write_tiny_idx
 
 SMOKE = ["trainer=smoke", "trainer.eval_limit=8"]
 INFO_LOG = re.compile(r"^\[[0-9-]+ [0-9:,]+\]\[[\w.]+\]\[INFO\] - ")  # progress logs, not errors
@@ -136,8 +136,8 @@ def test_sigterm_writes_a_final_checkpoint_and_marks_the_run_killed(tmp_path, cl
 # ----------------------------------------------------------------- checkpoint integrity
 def test_damaged_checkpoints_are_detected_and_the_previous_one_used(tmp_path, caplog):
     path = tmp_path / "last.pt"
-    save_checkpoint({"step": 1, "model": {"w": torch.arange(4000.0)}}, path)
-    save_checkpoint({"step": 2, "model": {"w": torch.arange(4000.0) + 1}}, path)
+    save_checkpoint(payload(1, model={"w": torch.arange(4000.0)}), path)
+    save_checkpoint(payload(2, model={"w": torch.arange(4000.0) + 1}), path)
     assert load_checkpoint(previous_path(path))["step"] == 1
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF  # a flipped bit inside the tensor bytes: torch itself would load it
@@ -153,14 +153,14 @@ def test_damaged_checkpoints_are_detected_and_the_previous_one_used(tmp_path, ca
 
 
 def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    path = save_checkpoint({"step": 1}, tmp_path / "last.pt")
+    path = save_checkpoint(payload(1), tmp_path / "last.pt")
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoints.torch, "save", full)
     with pytest.raises(UserError, match="no space left to write checkpoint"):
-        save_checkpoint({"step": 2}, path)
+        save_checkpoint(payload(2), path)
     assert load_checkpoint(path)["step"] == 1 and not list(tmp_path.glob(".*.tmp"))
 
 
@@ -299,10 +299,10 @@ CATALOGUE = [  # (args, fragment of the one line); {data}, {tmp}, {ro} are fille
     (["train", "model=transformer"], "transformer"),
     (["train", "task=chess"], "Could not find 'task/chess'"),
     (["train", "model.theta1=1.5"], "model.theta1 must lie in [0, 1)"),
-    (["train", "surrogate.alpha1=-1"], "surrogate width must be a positive number"),
+    (["train", "surrogate.alpha1=-1"], "surrogate.alpha1 must be > 0"),
     (["train", "trainer.batch_size=0"], "trainer.batch_size must be a positive integer"),
-    (["train", "model.hidden_size=-5"], "hidden_size must be a positive integer, got -5"),
-    (["train", "trainer.on_nonfinite=maybe"], "trainer.on_nonfinite must be stop or skip"),
+    (["train", "model.hidden_size=-5"], "hidden_size must be a positive integer up to 2147483647, got -5"),
+    (["train", "trainer.on_nonfinite=maybe"], "trainer.on_nonfinite must be one of stop, skip"),
     (["train", "task=smnist", "paths.data_dir={tmp}/nothing"], "mnist is not in"),
     (["train", "task=char_lm", "task.split=full", "paths.data_dir={data}"], "alice.txt is empty"),
     (["train", "task=char_lm", "text=wikitext2", "paths.data_dir={data}"], "is not a text file"),
@@ -315,7 +315,7 @@ CATALOGUE = [  # (args, fragment of the one line); {data}, {tmp}, {ro} are fille
     (["evaluate", "ckpt={tmp}"], "is a folder, not a file"),
     (["evaluate", "ckpt={data}/text/alice.txt"], "cannot be read"),
     (["report", "tracking.uri=http://127.0.0.1:9", "out_dir={tmp}/report"], "MLflow store http://127.0.0.1:9 failed"),
-    (["report", "format=pdf", "out_dir={tmp}/report"], "format must be md or html"),
+    (["report", "format=pdf", "out_dir={tmp}/report"], "format must be one of md, html"),
     (["sync", "run={tmp}"], "tracking_backlog.jsonl does not exist"),
 ]
 

@@ -129,4 +129,4 @@ def test_cli_report_is_logged_to_mlflow(store, tmp_path, cli_env):
     logged = {item.path for item in client.list_artifacts(reports[0].info.run_id, "report")}
     assert "report/table1.md" in logged and "report/figures" in logged
     bad = snnlstm(["report", "format=pdf", f"tracking.uri={store}", f"out_dir={tmp_path / 'bad'}"], tmp_path, cli_env, check=False)
-    assert bad.returncode != 0 and bad.stderr.strip() == "snnlstm report: error: format must be md or html, got 'pdf'"
+    assert bad.returncode != 0 and bad.stderr.strip() == "snnlstm report: error: format must be one of md, html, got 'pdf'"

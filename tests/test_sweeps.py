@@ -91,7 +91,7 @@ def test_a_failed_job_fails_the_parent(tmp_path, cli_env):
     result = snnlstm(["train", "-m", *SMOKE, "trainer.grad_clip=1.0,-1", f"paths.run_dir={run_dir}"], tmp_path,
                      cli_env, check=False)
     assert result.returncode == 2
-    assert "trainer.grad_clip must be positive or null" in result.stderr
+    assert "trainer.grad_clip must be > 0" in result.stderr
     parent, children = parent_and_children(run_dir)
     assert parent.info.status == "FAILED"
     assert [c.info.status for c in children] == ["FINISHED"]  # job 0 ran; job 1 never started a run

@@ -35,6 +35,7 @@ from snn_lstm.errors import UserError
 
 log = logging.getLogger("snnlstm.frontends")
 BATCH = 64
+FRONTENDS = ("scattering", "mfcc", "logmel")
 
 
 def fixed_length(wave: np.ndarray, num_samples: int) -> Tensor:
@@ -71,7 +72,18 @@ def build_frontend(cfg: dict[str, Any], sample_rate: int, num_samples: int) -> C
             return lambda x: transform(x).transpose(1, 2)
         spectrogram = torchaudio.transforms.MelSpectrogram(sample_rate=sample_rate, **mel)
         return lambda x: torch.log(spectrogram(x) + cfg["log_eps"]).transpose(1, 2)
-    raise UserError(f"unknown front end '{name}': choose scattering, mfcc or logmel")
+    raise UserError(f"unknown front end '{name}': choose one of {', '.join(FRONTENDS)}")
+
+
+def finite(features: np.ndarray, paths: list[Path], cache: Path | None) -> np.ndarray:
+    """`features` when every value is a finite number; else one line naming the first
+    recording whose features are not (or the cache folder they came from)."""
+    bad = ~np.isfinite(features.reshape(len(features), -1)).all(axis=1)
+    if bad.any():
+        where = f"the cached features in {cache} (delete that folder to compute them again)" if cache else "the front end"
+        raise UserError(f"{paths[int(bad.argmax())]}: {where} gave values that are not finite numbers "
+                        f"({int(bad.sum())} recording(s) in all): replace or remove the recording, or change the front end")
+    return features
 
 
 def cache_key(cfg: dict[str, Any], sample_rate: int, num_samples: int, paths: list[Path]) -> str:
@@ -98,7 +110,7 @@ def cached_features(
     folder = cache_dir / "frontends" / f"{cfg['name']}-{cache_key(cfg, sample_rate, num_samples, paths)}"
     if folder.is_dir():
         log.info("front end %s: features from %s", cfg["name"], folder)
-        return np.asarray(datasets.load_from_disk(str(folder)).with_format("numpy")["features"])
+        return finite(np.asarray(datasets.load_from_disk(str(folder)).with_format("numpy")["features"]), paths, folder)
     frontend = build_frontend(cfg, sample_rate, num_samples)
     log.info("front end %s: computing features of %d recordings (cached in %s)", cfg["name"], len(paths), folder)
     chunks = []
@@ -106,7 +118,7 @@ def cached_features(
         for start in range(0, len(paths), BATCH):
             waves = torch.stack([fixed_length(read(path), num_samples) for path in paths[start : start + BATCH]])
             chunks.append(frontend(waves).float().numpy())
-    features = np.concatenate(chunks)
+    features = finite(np.concatenate(chunks), paths, None)
     table = datasets.Dataset.from_dict(
         {"name": [path.name for path in paths], "features": features},
         features=datasets.Features({

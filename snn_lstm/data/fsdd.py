@@ -108,6 +108,8 @@ def read_wav(path: Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         raise UserError(f"{path} has {samples.shape[1]} channels; FSDD recordings are mono: replace or remove it")
     if len(samples) == 0:
         raise UserError(f"{path} holds no samples: replace or remove it")
+    if not np.isfinite(samples).all():
+        raise UserError(f"{path} holds samples that are not finite numbers (NaN or infinite): replace or remove it")
     wave = samples[:, 0]
     if rate != sample_rate:
         wave = torchaudio.functional.resample(torch.from_numpy(wave), rate, sample_rate).numpy()

@@ -81,16 +81,19 @@ MNIST = IdxSource(
 )
 
 
+# EMNIST split -> (training, test) examples
+EMNIST_SIZES = {"balanced": (112800, 18800), "byclass": (697932, 116323), "bymerge": (697932, 116323),
+                "digits": (240000, 40000), "letters": (124800, 20800), "mnist": (60000, 10000)}
+
+
 def emnist(split: str) -> IdxSource:
-    sizes = {"balanced": (112800, 18800), "byclass": (697932, 116323), "bymerge": (697932, 116323),
-             "digits": (240000, 40000), "letters": (124800, 20800), "mnist": (60000, 10000)}
-    if split not in sizes:
-        raise UserError(f"unknown EMNIST split '{split}': choose one of {', '.join(sizes)}")
+    if split not in EMNIST_SIZES:
+        raise UserError(f"unknown EMNIST split '{split}': choose one of {', '.join(EMNIST_SIZES)}")
     return IdxSource(
         name="emnist",
         files={part: (f"emnist-{split}-{part}-images-idx3-ubyte", f"emnist-{split}-{part}-labels-idx1-ubyte")
                for part in ("train", "test")},
-        sizes=dict(zip(("train", "test"), sizes[split])),
+        sizes=dict(zip(("train", "test"), EMNIST_SIZES[split])),
         sha256={},
         archive="https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip",
         transposed=True,

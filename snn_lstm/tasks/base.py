@@ -29,6 +29,11 @@ class Task:
         """Inputs [B, T, I] and targets for optimizer step `step` (deterministic in step)."""
         raise NotImplementedError
 
+    def check_batch_size(self, batch_size: int) -> None:
+        """Fails before training when the training data cannot give batches of
+        `batch_size`: the first batch is drawn once, which also tries its memory."""
+        self.train_batch(0, batch_size)
+
     def starts_fresh(self, step: int, batch_size: int) -> bool:
         """For tasks that carry state: whether step `step` starts from a zero state."""
         return True

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from snn_lstm.checkpoint import load_checkpoint
+from snn_lstm.checkpoint import load_checkpoint, reading
 from snn_lstm.encoders import SPLIT_STREAMS, TRAIN, TRAIN_ORDER, build_encoder, make_generator
 from snn_lstm.errors import UserError
 from snn_lstm.models import model_from_checkpoint
@@ -94,6 +94,10 @@ class ClassificationTask(Task):
             raise UserError(f"task.distill.teacher: no checkpoint at {path}: train the teacher first "
                             "(for Table 1: snnlstm train experiment=paper/table1/teacher) or set task.distill.teacher=null")
         checkpoint = load_checkpoint(path)
+        with reading(path):
+            return self._teacher_probabilities(checkpoint, path)
+
+    def _teacher_probabilities(self, checkpoint: dict[str, Any], path: Path) -> Tensor:
         theirs = checkpoint["config"]["task"]
         differing = [f"{key}={theirs.get(key)} (here {value})" for key, value in self.cfg.items()
                      if key not in MODEL_SETTINGS and theirs.get(key) != value]
@@ -101,7 +105,7 @@ class ClassificationTask(Task):
             raise UserError(f"task.distill.teacher {path} was trained on other data ({', '.join(differing) or 'other classes'}): "
                             "train the teacher with this task's settings")
         with torch.random.fork_rng(devices=[]):  # building the teacher must not move the run's random stream
-            teacher = model_from_checkpoint(checkpoint)
+            teacher = model_from_checkpoint(checkpoint, f"task.distill.teacher {path}")
         teacher.eval()
         encoder = build_encoder(checkpoint["config"]["encoder"]["name"])
         with torch.no_grad():

@@ -15,6 +15,7 @@ on them, never on the test set).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ from snn_lstm.errors import UserError
 from snn_lstm.tasks.classification import ClassificationTask
 
 LAYOUTS = ("rows", "pixels", "permuted_pixels")
+DATASETS = ("mnist", "emnist", "idx")
 
 
 class SequentialImageTask(ClassificationTask):
@@ -40,6 +42,13 @@ class SequentialImageTask(ClassificationTask):
             raise UserError("task.dataset=idx needs task.folder: the folder under paths.data_dir with the IDX files")
         train_images, train_labels = load_split(source(), data_dir, "train")
         test_images, test_labels = load_split(source(), data_dir, "test")
+        folder = Path(data_dir) / source().name
+        if train_images.shape[1:] != test_images.shape[1:]:
+            raise UserError(f"{folder}: the training images are {'x'.join(map(str, train_images.shape[1:]))} but the test "
+                            f"images {'x'.join(map(str, test_images.shape[1:]))}: both splits must be of one size")
+        for split, labels in (("training", train_labels), ("test", test_labels)):
+            if len(labels) == 0:
+                raise UserError(f"{folder}: the {split} split holds no images: replace its IDX files")
         val_size = cfg["val_size"]
         if not 0 < val_size < len(train_images):
             raise UserError(f"task.val_size must lie between 1 and {len(train_images) - 1}, got {val_size}")

@@ -63,6 +63,10 @@ class LanguageModelTask(Task):
             "val": torch.tensor(self.vocab.encode(train_tokens[cut:])),
             "test": torch.tensor(self.vocab.encode(test_tokens)),
         }
+        for split, ids in self.ids.items():
+            if len(ids) < 2:  # a model predicts token t + 1 from token t
+                raise UserError(f"the {split} split of the {cfg['text']} text holds {len(ids)} {level} token(s), fewer than "
+                                "2: use a longer text (task.split=full) or change task.val_fraction")
         if eval_limit is not None:
             for split in ("val", "test"):
                 self.ids[split] = self.ids[split][: eval_limit + 1]
