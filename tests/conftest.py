@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
+import io
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -160,3 +163,53 @@ def snnlstm(args: list[str], cwd: Path, env: dict[str, str], check: bool = True)
     if check and result.returncode != 0:
         raise AssertionError(f"snnlstm {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-4000:]}")
     return result
+
+
+# ----------------------------------------------------------------- a verb in this process
+@dataclass
+class Outcome:
+    code: int | str
+    stderr: str
+    lines: list[str]  # stderr without progress and log lines
+
+
+def run_verb(args: list[str], cwd: Path) -> Outcome:
+    """`snnlstm ARGS` run through snn_lstm.cli.main in this process (a tenth of a
+    second instead of seconds), started in `cwd`."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from snn_lstm import cli
+
+    GlobalHydra.instance().clear()
+    out, err = io.StringIO(), io.StringIO()
+    previous = os.getcwd()
+    os.chdir(cwd)
+    code: int | str = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                cli.main(list(args))
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else 1
+            except BaseException as error:  # noqa: BLE001  what escapes the verb is what the test is for
+                import traceback
+
+                traceback.print_exc()
+                code = f"escaped {type(error).__name__}"
+    finally:
+        os.chdir(previous)
+        GlobalHydra.instance().clear()
+    lines = [line for line in err.getvalue().splitlines()
+             if line.strip() and not any(level in line for level in ("][INFO] - ", "][WARNING] - ")) and "%|" not in line]
+    return Outcome(code, err.getvalue(), lines)
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder under `root`, with its size and modification time."""
+    state = {}
+    for folder, folders, files in os.walk(root):
+        for name in folders + files:
+            path = Path(folder) / name
+            info = path.lstat()
+            state[str(path.relative_to(root))] = (info.st_size if name in files else 0, info.st_mtime_ns)
+    return state

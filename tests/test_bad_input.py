@@ -17,74 +17,24 @@ snn_lstm.cli.main), a few hundred cases in a few minutes.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import gzip
-import io
 import json
 import os
 import typing
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 import torch
-from hydra.core.global_hydra import GlobalHydra
-
 import snn_lstm.config as schema
-from snn_lstm import cli
 from snn_lstm.checkpoint import payload_digest
 from snn_lstm.data.idx import write_idx
 
-from conftest import TINY, TINY_IMAGES, write_texts, write_tiny_fsdd, write_tiny_idx
+from conftest import TINY, TINY_IMAGES, run_verb, snapshot, write_texts, write_tiny_fsdd, write_tiny_idx
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-# ----------------------------------------------------------------- running a verb
-@dataclass
-class Outcome:
-    code: int | str
-    stderr: str
-    lines: list[str]  # stderr without progress and log lines
-
-
-def run_verb(args: list[str], cwd: Path) -> Outcome:
-    GlobalHydra.instance().clear()
-    out, err = io.StringIO(), io.StringIO()
-    previous = os.getcwd()
-    os.chdir(cwd)
-    code: int | str = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                cli.main(list(args))
-            except SystemExit as stop:
-                code = stop.code if isinstance(stop.code, int) else 1
-            except BaseException as error:  # noqa: BLE001  what escapes the verb is what the test is for
-                import traceback
-
-                traceback.print_exc()
-                code = f"escaped {type(error).__name__}"
-    finally:
-        os.chdir(previous)
-        GlobalHydra.instance().clear()
-    lines = [line for line in err.getvalue().splitlines()
-             if line.strip() and not any(level in line for level in ("][INFO] - ", "][WARNING] - ")) and "%|" not in line]
-    return Outcome(code, err.getvalue(), lines)
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    """Every file and folder under `root`, with its size and modification time."""
-    state = {}
-    for folder, folders, files in os.walk(root):
-        for name in folders + files:
-            path = Path(folder) / name
-            info = path.lstat()
-            state[str(path.relative_to(root))] = (info.st_size if name in files else 0, info.st_mtime_ns)
-    return state
 
 
 def assert_refused(workspace: Path, args: list[str], mentions: str) -> None:

@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -23,7 +24,7 @@ from snn_lstm.tasks.sine import SineTask
 from snn_lstm.tracking import BACKLOG, MlflowTracker
 from snn_lstm.train import train
 
-from conftest import BIN, compose_train, payload, snnlstm, write_tiny_fsdd, write_tiny_idx
+from conftest import BIN, compose_train, empty_store, payload, run_verb, snapshot, snnlstm, write_tiny_fsdd, write_tiny_idx
 
 SMOKE = ["trainer=smoke", "trainer.eval_limit=8"]
 INFO_LOG = re.compile(r"^\[[0-9-]+ [0-9:,]+\]\[[\w.]+\]\[INFO\] - ")  # progress logs, not errors
@@ -342,3 +343,109 @@ def test_a_full_disk_stops_training_with_one_line(tmp_path, fault_env):
     lines = [line for line in result.stderr.splitlines() if line.strip() and not INFO_LOG.match(line)]
     assert len(lines) == 1 and "no space left to write checkpoint" in lines[0] and "Traceback" not in result.stderr
     assert load_checkpoint(tmp_path / "runs" / "sine" / "full" / "last.pt")["step"] == 2
+
+
+# ----------------------------------------------------------------- nothing lost, nothing escapes
+def run_folder_files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_run_name_in_use_is_refused_and_its_run_kept_whole(tmp_path):
+    train_args = ["train", *SMOKE, "tracking=none", f"paths.run_dir={tmp_path / 'runs'}", "run_name=first"]
+    assert run_verb(train_args, tmp_path).code == 0
+    folder = tmp_path / "runs" / "sine" / "first"
+    before = run_folder_files(folder)
+    again = run_verb(train_args, tmp_path)
+    assert again.code == 2 and len(again.lines) == 1 and "resume=true" in again.lines[0] and "run_name" in again.lines[0]
+    assert run_folder_files(folder) == before
+    # continued: the checkpoints move on, the first launch's record and log stay as they were
+    assert run_verb([*train_args, "resume=true", "trainer.steps=6"], tmp_path).code == 0
+    after = run_folder_files(folder)
+    assert load_checkpoint(folder / "last.pt")["step"] == 6
+    assert all(after[name] == content for name, content in before.items() if name.startswith((".hydra/", "train.log")))
+    assert len([name for name in after if name.startswith("train.") and name.endswith(".log")]) == 2
+    # replaced, when asked for
+    assert run_verb([*train_args, "overwrite=true", "trainer.steps=2", "trainer.eval_every=1"], tmp_path).code == 0
+    assert load_checkpoint(folder / "last.pt")["step"] == 2 and load_checkpoint(folder / "best.pt")["step"] <= 2
+
+
+def test_resuming_with_a_budget_below_the_checkpoint_changes_nothing(tmp_path):
+    train_args = ["train", *SMOKE, "tracking=none", f"paths.run_dir={tmp_path / 'runs'}", "run_name=run"]
+    assert run_verb(train_args, tmp_path).code == 0
+    folder = tmp_path / "runs" / "sine" / "run"
+    before = run_folder_files(folder)
+    refused = run_verb([*train_args, "resume=true", "trainer.steps=2"], tmp_path)
+    assert refused.code == 2 and "at step 4" in refused.lines[0] and "trainer.steps" in refused.lines[0]
+    assert run_folder_files(folder) == before and load_checkpoint(folder / "last.pt")["step"] == 4
+
+
+@pytest.mark.parametrize("run_name", ["../../escaped", "/tmp/escaped", "a/b", ".."])
+def test_a_run_name_is_one_folder_name(tmp_path, run_name):
+    (tmp_path / "runs").mkdir()
+    outcome = run_verb(["train", *SMOKE, "tracking=none", f"paths.run_dir={tmp_path / 'runs' / 'deep'}",
+                        f"run_name={run_name}"], tmp_path / "runs")
+    assert outcome.code == 2 and "run_name must be one folder name" in outcome.lines[0]
+    assert list(tmp_path.rglob("*")) == [tmp_path / "runs"]
+
+
+def test_an_unexpected_exception_is_one_line_with_the_traceback_in_the_log(tmp_path, monkeypatch):
+    import snn_lstm.train
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug in the loop")
+
+    monkeypatch.setattr(snn_lstm.train, "_train_loop", broken)
+    outcome = run_verb(["train", *SMOKE, "tracking=none", f"paths.run_dir={tmp_path / 'runs'}", "run_name=bug"], tmp_path)
+    log = tmp_path / "runs" / "sine" / "bug" / "train.log"
+    assert outcome.code == 1 and outcome.lines == [
+        f"snnlstm train: internal error: ZeroDivisionError: a bug in the loop; the traceback is in {log}"]
+    assert "Traceback" not in outcome.stderr
+    assert "Traceback (most recent call last)" in log.read_text() and "a bug in the loop" in log.read_text()
+
+
+def test_an_explicit_tracking_uri_wins_over_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    uri = f"sqlite:///{tmp_path / 'mine.db'}"
+    cfg = compose_train([*SMOKE, f"tracking.uri={uri}", f"paths.run_dir={tmp_path}"])
+    train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / BACKLOG).exists()
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("snnlstm").experiment_id])
+    assert run.info.status == "FINISHED"
+
+
+def test_the_suite_ignores_the_shells_mlflow_settings(tmp_path):
+    """A user's shell often points MLFLOW_TRACKING_URI at a server: the tests must
+    neither fail nor write there (here: a server that does not answer)."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "MLFLOW_EXPERIMENT_NAME": "theirs"}
+    result = subprocess.run([str(BIN / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "tests/test_reliability.py::test_a_store_failing_mid_run_goes_on_in_the_backlog",
+                             "tests/test_cli.py::test_train_then_evaluate_with_mlflow"],
+                            cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "2 passed" in result.stdout
+
+
+@pytest.mark.parametrize("store", ["unwritable folder", "read-only database"])
+def test_a_read_only_store_is_one_warning_and_leaves_nothing_behind(tmp_path, store):
+    if store == "unwritable folder":
+        uri = "sqlite:////sys/snnlstm-store/mlflow.db"  # sysfs: read-only for root too
+    else:
+        database = tmp_path / "store" / "mlflow.db"
+        database.parent.mkdir()
+        shutil.copyfile(empty_store(), database)
+        if subprocess.run(["chattr", "+i", str(database)], capture_output=True).returncode != 0:
+            pytest.skip("chattr +i is not allowed here")
+        uri = f"sqlite:///{database}"
+    try:
+        before = snapshot(tmp_path)
+        outcome = run_verb(["train", *SMOKE, f"tracking.uri={uri}", f"paths.run_dir={tmp_path / 'runs'}", "run_name=ro"],
+                           tmp_path)
+    finally:
+        if store == "read-only database":
+            subprocess.run(["chattr", "-i", str(database)])
+    assert outcome.code == 0 and outcome.lines == []
+    warnings = [line for line in outcome.stderr.splitlines() if "][WARNING] - " in line]
+    assert len(warnings) == 1 and "training goes on" in warnings[0] and "Traceback" not in outcome.stderr
+    created = set(snapshot(tmp_path)) - set(before)
+    assert all(path.startswith("runs") for path in created), created
