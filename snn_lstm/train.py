@@ -152,9 +152,11 @@ def _train(cfg: DictConfig, config: dict[str, Any], out_dir: Path, group: Group,
             differences = recipe_differences(checkpoint["config"], config)
             if differences:
                 raise UserError(f"cannot resume {last_path}: the config differs from the checkpoint's ({'; '.join(differences)})")
-            if checkpoint["model_args"] != args:
-                raise UserError(f"cannot resume {used}: its model_args ({checkpoint['model_args']}) are not those of its "
-                                f"own config ({args}): the checkpoint was altered; resume from another one")
+            altered = sorted(key for key in args.keys() | checkpoint["model_args"].keys()
+                             if checkpoint["model_args"].get(key) != args.get(key))
+            if altered:
+                raise UserError(f"cannot resume {used}: its model_args disagree with its own config in {', '.join(altered)}: "
+                                "the checkpoint was altered; resume from another one")
             if checkpoint["step"] > trainer["steps"]:
                 raise UserError(f"cannot resume {used}: it is at step {checkpoint['step']}, beyond the budget of "
                                 f"{trainer['steps']} steps: give trainer.steps (or trainer.epochs) at least that, or a new "
