@@ -21,12 +21,12 @@ help: ## list the targets
 
 # Reinstalls when pyproject.toml changes or when the venv's editable install
 # points at another checkout (a CI venv is shared between clones).
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON_BOOT) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[test]' $(QUIET_PIP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]' $(QUIET_PIP)
 	@echo "$(CURDIR)" > $(STAMP)
 
-install: ## make the venv (VENV=.venv) and install snnlstm editable with its test extras
+install: ## make the venv (VENV=.venv) and install snnlstm editable with the app and test extras, at constraints.txt's versions
 	@if [ -f $(STAMP) ] && [ "$$(cat $(STAMP))" != "$(CURDIR)" ]; then rm -f $(STAMP); fi
 	@$(MAKE) --no-print-directory $(STAMP)
 

@@ -1,8 +1,11 @@
 """`snnlstm bench`: our spiking LSTM against torch.nn.LSTM, same shapes, one process.
 
-For each shape (sequential MNIST, pixel MNIST, character LM by default) it times
+For each shape (sequential MNIST, pixel MNIST, character LM, and two streams of batch
+1 by default) it draws input spikes at the shape's `rate` and times
     inference   forward under torch.no_grad()
     training    forward + backward of sum(output)
+beside the firing rates of the inputs and of the spiking LSTM's output h (its
+inference work falls with the latter: only the weights of units that spiked are added)
 as medians over `repeats` runs after `warmup`, and measures the memory held for
 backward: the bytes of every tensor autograd saves between forward and backward
 (counted once per storage). On CUDA it also reports the peak allocated memory.
@@ -14,7 +17,8 @@ and logs it to MLflow.
     snnlstm bench device=cuda 'engines=[torch,triton]' 'matmul_dtypes=[float32,tf32,bfloat16]'
     snnlstm bench 'engines=[auto,torch,reference]' repeats=5
     snnlstm bench 'matmul_dtypes=[float32,bfloat16]'  # the products in bfloat16 too
-    snnlstm bench '~shapes' '+shapes={mine: {steps: 50, batch: 16, input: 10, hidden: 64}}'
+    snnlstm bench '~shapes' '+shapes={mine: {steps: 50, batch: 16, input: 10, hidden: 64, rate: 0.2}}'
+    snnlstm bench ckpt=runs/smnist/<run>/last.pt 'ckpt_batches=[1,128]'   # a trained model's weights and inputs
 """
 
 from __future__ import annotations
@@ -31,12 +35,15 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from snn_lstm.checkpoint import load_checkpoint, reading
 from snn_lstm.config import CONFIG_PATH, BenchShape, check_options
+from snn_lstm.devices import select_device, setup_torch
 from snn_lstm.errors import UserError, one_line, reports_user_errors, run_reporting_errors
+from snn_lstm.models import model_from_checkpoint
 from snn_lstm.spiking import SpikingLSTM
 from snn_lstm.spiking.fused import resolve_engine
+from snn_lstm.tasks import build_task
 from snn_lstm.tracking import make_tracker
-from snn_lstm.devices import select_device, setup_torch
 
 log = logging.getLogger("snnlstm.bench")
 
@@ -100,24 +107,58 @@ def typed_shapes(cfg: DictConfig) -> dict[str, DictConfig]:
     return shapes
 
 
+def spiking_models(cfg: DictConfig, device: torch.device, inputs: int, hidden: int,
+                   weights: dict | None = None) -> dict[str, SpikingLSTM]:
+    """One spiking LSTM per engine and product precision, with `weights` if given."""
+    models = {}
+    for engine in cfg.engines:
+        for matmul_dtype in cfg.matmul_dtypes:
+            if engine == "reference" and matmul_dtype != "float32":
+                continue  # the reference has no reduced-precision products
+            try:
+                label = engine if engine == "reference" else f"{engine}->{resolve_engine(engine, device)}"
+            except (ValueError, RuntimeError) as error:
+                raise UserError(f"engines: {error}") from None
+            label += "" if matmul_dtype == "float32" else f",{matmul_dtype}"
+            model = SpikingLSTM(inputs, hidden, engine=engine, matmul_dtype=matmul_dtype)
+            if weights is not None:
+                model.load_state_dict(weights)
+            models[f"slstm[{label}]"] = model
+    return models
+
+
+def cases(cfg: DictConfig, device: torch.device):
+    """(row name, inputs [T, B, I], spiking models) of every shape, and of the trained
+    checkpoint when given (its weights on its task's first test inputs)."""
+    for name, shape in typed_shapes(cfg).items():
+        generator = torch.Generator().manual_seed(0)
+        x = (torch.rand(shape.steps, shape.batch, shape.input, generator=generator) < shape.rate).float()
+        torch.manual_seed(0)
+        yield name, x, spiking_models(cfg, device, shape.input, shape.hidden)
+    if cfg.ckpt is None:
+        return
+    checkpoint = load_checkpoint(cfg.ckpt)
+    with reading(cfg.ckpt):
+        trained = model_from_checkpoint(checkpoint, f"checkpoint {cfg.ckpt}").backbone
+        config = checkpoint["config"]
+        if not isinstance(trained, SpikingLSTM) or trained.num_layers != 1:
+            raise UserError(f"ckpt: {cfg.ckpt} is not a one-layer spiking LSTM, which is what the bench times")
+        task = build_task(config["task"], encoder=config["encoder"]["name"], data_dir=cfg.paths.data_dir,
+                          seed=config["seed"], eval_limit=None, cache_dir=cfg.paths.cache_dir)
+    for batch in cfg.ckpt_batches:
+        x = task.sample_inputs(batch).transpose(0, 1).contiguous()
+        weights = {name: value for name, value in trained.state_dict().items()}
+        yield f"trained_b{batch}", x, spiking_models(cfg, device, trained.input_size, trained.hidden_size, weights)
+
+
 def run_benchmark(cfg: DictConfig, device: torch.device) -> list[dict]:
     rows = []
-    for shape_name, shape in typed_shapes(cfg).items():
-        steps, batch, inputs, hidden = shape.steps, shape.batch, shape.input, shape.hidden
-        generator = torch.Generator().manual_seed(0)
-        x = (torch.rand(steps, batch, inputs, generator=generator) < 0.5).float().to(device)
+    for shape_name, x, spiking in cases(cfg, device):
+        steps, batch, inputs = x.shape
+        hidden = next(iter(spiking.values())).hidden_size
+        x = x.to(device)
         torch.manual_seed(0)
-        models = {"nn.LSTM": torch.nn.LSTM(inputs, hidden)}
-        for engine in cfg.engines:
-            for matmul_dtype in cfg.matmul_dtypes:
-                if engine == "reference" and matmul_dtype != "float32":
-                    continue  # the reference has no reduced-precision products
-                try:
-                    label = engine if engine == "reference" else f"{engine}->{resolve_engine(engine, device)}"
-                except (ValueError, RuntimeError) as error:
-                    raise UserError(f"engines: {error}") from None
-                label += "" if matmul_dtype == "float32" else f",{matmul_dtype}"
-                models[f"slstm[{label}]"] = SpikingLSTM(inputs, hidden, engine=engine, matmul_dtype=matmul_dtype)
+        models = {"nn.LSTM": torch.nn.LSTM(inputs, hidden), **spiking}
         for model in models.values():
             model.to(device)
         log.info("timing %s at %s (T=%d, B=%d, I=%d, H=%d)", ", ".join(models), shape_name, steps, batch, inputs, hidden)
@@ -138,9 +179,13 @@ def run_benchmark(cfg: DictConfig, device: torch.device) -> list[dict]:
         )
         shape_rows = []
         for name, model in models.items():
+            with torch.no_grad():
+                h_rate = model(x)[0].mean().item() if isinstance(model, SpikingLSTM) else float("nan")
             row = {
                 "shape": shape_name,
                 "model": name,
+                "x_rate": x.mean().item(),
+                "h_rate": h_rate,
                 "inference_ms": inference_ms[name],
                 "train_ms": train_ms[name],
                 "saved_mb": saved_for_backward_bytes(lambda: model(x)) / 1e6,
@@ -159,12 +204,14 @@ def run_benchmark(cfg: DictConfig, device: torch.device) -> list[dict]:
 
 def markdown_table(rows: list[dict], device: torch.device) -> str:
     peak = device.type == "cuda"
-    header = "| shape | model | inference ms | x nn.LSTM | train fwd+bwd ms | x nn.LSTM | saved for backward MB | x nn.LSTM |"
+    header = ("| shape | model | firing x, h | inference ms | x nn.LSTM | train fwd+bwd ms | x nn.LSTM | "
+              "saved for backward MB | x nn.LSTM |")
     header += " peak MB |" if peak else ""
-    lines = [header, "|" + " --- |" * (9 if peak else 8)]
+    lines = [header, "|" + " --- |" * (10 if peak else 9)]
     for r in rows:
+        firing = f"{r['x_rate']:.2f}, " + ("-" if r["h_rate"] != r["h_rate"] else f"{r['h_rate']:.2f}")
         line = (
-            f"| {r['shape']} | {r['model']} | {r['inference_ms']:.2f} | {r['inference_ratio']:.2f} | "
+            f"| {r['shape']} | {r['model']} | {firing} | {r['inference_ms']:.2f} | {r['inference_ratio']:.2f} | "
             f"{r['train_ms']:.2f} | {r['train_ratio']:.2f} | {r['saved_mb']:.1f} | {r['saved_ratio']:.2f} |"
         )
         lines.append(line + (f" {r['peak_mb']:.1f} |" if peak else ""))

@@ -145,6 +145,8 @@ def reading(path: str | Path):
 
     try:
         yield
+    except UserError:
+        raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as error:
         if out_of_memory(error):
             raise

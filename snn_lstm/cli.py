@@ -11,6 +11,7 @@ VERBS = {
     "train": ("snn_lstm.train", "train a model (Hydra app: snnlstm train task=... model=...)"),
     "evaluate": ("snn_lstm.evaluate", "evaluate a checkpoint on a split (snnlstm evaluate ckpt=PATH)"),
     "generate": ("snn_lstm.generate", "sample text from a trained language model (snnlstm generate ckpt=PATH prompt=...)"),
+    "export": ("snn_lstm.export", "a trained spiking LSTM as ONNX or NIR (snnlstm export ckpt=PATH format=onnx|nir)"),
     "search": ("snn_lstm.search", "Optuna hyperparameter search over train (snnlstm search space=sine n_trials=20)"),
     "bench": ("snn_lstm.bench", "time the spiking LSTM against torch.nn.LSTM (speed, memory)"),
     "report": ("snn_lstm.report", "rebuild the paper's tables and figures from the MLflow runs (format=md|html)"),
@@ -31,7 +32,12 @@ def main(argv: list[str] | None = None) -> None:
     if verb not in VERBS:
         print(f"snnlstm: error: unknown verb '{verb}': choose one of {', '.join(VERBS)}", file=sys.stderr)
         sys.exit(2)
-    module = importlib.import_module(VERBS[verb][0])
+    try:
+        module = importlib.import_module(VERBS[verb][0])
+    except ModuleNotFoundError as missing:  # `pip install snnlstm` is the layer alone
+        print(f"snnlstm: error: the command line needs packages this installation lacks ({missing.name}): "
+              "pip install 'snnlstm[app]'", file=sys.stderr)
+        sys.exit(2)
     sys.argv = [f"snnlstm {verb}", *rest]
     module.main()
 

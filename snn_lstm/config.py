@@ -134,6 +134,7 @@ LR_SCHEDULES = ("constant", "cosine")
 NONFINITE_POLICIES = ("stop", "skip")
 TRACKING_BACKENDS = ("mlflow", "none")
 REPORT_FORMATS = ("md", "html")
+EXPORT_FORMATS = ("onnx", "nir")
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "none")
 
@@ -370,12 +371,22 @@ class GenerateConfig:
 
 
 @dataclass
+class ExportConfig:
+    ckpt: str = MISSING
+    format: str = "onnx"  # onnx (onnxruntime) or nir (the neuromorphic exchange format)
+    dtype: str = "float32"  # or float64 (spikes identical to PyTorch's to the last bit)
+    paths: PathsConfig = MISSING
+    DOMAINS: ClassVar = {"format": choice(EXPORT_FORMATS), "dtype": choice(("float32", "float64"))}
+
+
+@dataclass
 class BenchShape:
     steps: int = MISSING
     batch: int = MISSING
     input: int = MISSING
     hidden: int = MISSING
-    DOMAINS: ClassVar = {"steps": POSITIVE, "batch": POSITIVE, "input": POSITIVE, "hidden": POSITIVE}
+    rate: float = 0.5  # probability of an input spike
+    DOMAINS: ClassVar = {"steps": POSITIVE, "batch": POSITIVE, "input": POSITIVE, "hidden": POSITIVE, "rate": PROBABILITY}
 
 
 @dataclass
@@ -387,11 +398,14 @@ class BenchConfig:
     engines: List[str] = field(default_factory=lambda: ["auto"])
     matmul_dtypes: List[str] = field(default_factory=lambda: ["float32"])
     shapes: Dict[str, BenchShape] = field(default_factory=dict)
+    ckpt: Optional[str] = None  # a trained model: also time its weights on its task's test inputs
+    ckpt_batches: List[int] = field(default_factory=lambda: [1])  # batch sizes of those rows
     tracking: TrackingConfig = MISSING
     paths: PathsConfig = MISSING
     DOMAINS: ClassVar = {"device": choice(DEVICES), "threads": Range(1, 1024), "repeats": POSITIVE, "warmup": COUNT,
                          "engines": Elements(choice(ENGINES), min_length=1),
-                         "matmul_dtypes": Elements(choice(MATMUL_DTYPES), min_length=1), "shapes": NotEmpty}
+                         "matmul_dtypes": Elements(choice(MATMUL_DTYPES), min_length=1), "shapes": NotEmpty,
+                         "ckpt_batches": Elements(POSITIVE, min_length=1)}
 
 
 @dataclass
@@ -442,6 +456,7 @@ def register_schemas() -> None:
     cs.store(name="schema_evaluate", node=EvaluateConfig)
     cs.store(name="schema_bench", node=BenchConfig)
     cs.store(name="schema_generate", node=GenerateConfig)
+    cs.store(name="schema_export", node=ExportConfig)
     cs.store(name="schema_report", node=ReportConfig)
     cs.store(name="schema_sync", node=SyncConfig)
     cs.store(name="schema_search", node=SearchConfig)

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Callable
 
 
-class UserError(Exception):
-    """Wrong input: the message says what was wrong and how to fix it."""
+class UserError(ValueError):
+    """Wrong input: the message says what was wrong and how to fix it. A ValueError, as
+    the layer's users expect of a bad argument."""
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:

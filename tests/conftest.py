@@ -171,6 +171,7 @@ class Outcome:
     code: int | str
     stderr: str
     lines: list[str]  # stderr without progress and log lines
+    stdout: str = ""
 
 
 def run_verb(args: list[str], cwd: Path) -> Outcome:
@@ -201,7 +202,7 @@ def run_verb(args: list[str], cwd: Path) -> Outcome:
         GlobalHydra.instance().clear()
     lines = [line for line in err.getvalue().splitlines()
              if line.strip() and not any(level in line for level in ("][INFO] - ", "][WARNING] - ")) and "%|" not in line]
-    return Outcome(code, err.getvalue(), lines)
+    return Outcome(code, err.getvalue(), lines, out.getvalue())
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:

@@ -92,6 +92,7 @@ BASES = {
               *COMMON[:2]],
     "report": ["report", STORE, "out_dir={ws}/report", "paper_values={repo}/experiments/paper_values.yaml"],
     "search": ["search", "space=sine", "n_trials=1", 'space.train=["trainer=smoke","trainer.eval_limit=8"]', *COMMON[:2]],
+    "export": ["export", "ckpt={ws}/runs/sine/control_sine/last.pt", "paths.run_dir={ws}/runs"],
 }
 CONTROLS = {kind: [*args, f"run_name=control_{kind.split(':')[1]}"] if kind.startswith("train:") else args
             for kind, args in BASES.items()}
@@ -107,7 +108,7 @@ SCHEMAS = [
     ("train:speech", "task.frontend.", schema.ScatteringConfig), ("train:speech_mel", "task.frontend.", schema.MelConfig),
     ("evaluate", "", schema.EvaluateConfig), ("generate", "", schema.GenerateConfig), ("bench", "", schema.BenchConfig),
     ("bench", "shapes.tiny.", schema.BenchShape), ("report", "", schema.ReportConfig), ("search", "", schema.SearchConfig),
-    ("search", "space.", schema.SearchSpaceConfig),
+    ("search", "space.", schema.SearchSpaceConfig), ("export", "", schema.ExportConfig),
 ]
 
 
@@ -330,6 +331,8 @@ def file_cases(workspace: Path) -> list[tuple[str, list[str], str]]:
             cases.append((f"generate checkpoint: {label}", ["generate", f"ckpt={path}", *BASES["generate"][2:]], str(path)))
     for label, path in checkpoint_files(workspace, "sine").items():
         cases.append((f"evaluate checkpoint: {label}", ["evaluate", f"ckpt={path}", *BASES["evaluate"][2:]], str(path)))
+        if label != "a config without its task":  # export reads the model alone
+            cases.append((f"export checkpoint: {label}", ["export", f"ckpt={path}", *BASES["export"][2:]], str(path)))
         run = workspace / "runs" / "sine" / f"resume_{path.stem}"
         if not run.exists():
             run.mkdir(parents=True)

@@ -4,8 +4,8 @@ from mlflow.tracking import MlflowClient
 
 from conftest import snnlstm
 
-TINY = ["repeats=2", "warmup=1", "~shapes", "+shapes={tiny: {steps: 5, batch: 4, input: 3, hidden: 8}}", "engines=[auto,reference]",
-        "matmul_dtypes=[float32,bfloat16]"]
+TINY = ["repeats=2", "warmup=1", "~shapes", "+shapes={tiny: {steps: 5, batch: 4, input: 3, hidden: 8, rate: 0.3}}",
+        "engines=[auto,reference]", "matmul_dtypes=[float32,bfloat16]"]
 
 
 def test_bench_prints_and_logs_the_table(tmp_path, cli_env):
@@ -15,7 +15,9 @@ def test_bench_prints_and_logs_the_table(tmp_path, cli_env):
     # the reference has no bfloat16 products, so no bfloat16 row
     assert [line.split("|")[2].strip() for line in lines] == [
         "nn.LSTM", "slstm[auto->cpp]", "slstm[auto->cpp,bfloat16]", "slstm[reference]"]
-    assert lines[0].split("|")[4].strip() == "1.00"  # nn.LSTM is the unit of the ratios
+    assert lines[0].split("|")[5].strip() == "1.00"  # nn.LSTM is the unit of the ratios
+    firing = [line.split("|")[3].strip() for line in lines]
+    assert firing[0].endswith(", -") and all(0 < float(f.split(", ")[1]) < 1 for f in firing[1:])  # h: spikes only
     (report,) = run_dir.glob("bench/*/bench.md")
     assert "| tiny | slstm[auto->cpp] |" in report.read_text()
 
@@ -32,3 +34,13 @@ def test_bench_rejects_a_bad_shape(tmp_path, cli_env):
     result = snnlstm(["bench", "repeats=1", "~shapes", "+shapes={bad: {steps: 0, batch: 1, input: 1, hidden: 1}}", "tracking=none",
                       f"paths.run_dir={tmp_path}"], tmp_path, cli_env, check=False)
     assert result.returncode == 2 and "shapes.bad" in result.stderr
+
+
+def test_bench_times_a_trained_checkpoint_on_its_inputs(tmp_path, cli_env):
+    run_dir = tmp_path / "runs"
+    snnlstm(["train", "trainer=smoke", "tracking=none", f"paths.run_dir={run_dir}", "run_name=trained"], tmp_path, cli_env)
+    out = snnlstm(["bench", *TINY[:2], "~shapes", "+shapes={tiny: {steps: 3, batch: 1, input: 20, hidden: 100}}",
+                   f"ckpt={run_dir / 'sine' / 'trained' / 'last.pt'}", "ckpt_batches=[1,3]", "tracking=none",
+                   f"paths.run_dir={run_dir}"], tmp_path, cli_env).stdout
+    rows = {line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| trained_b")}
+    assert rows == {"trained_b1", "trained_b3"}

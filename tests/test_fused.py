@@ -415,3 +415,27 @@ def test_reduced_precision_on_cuda_against_the_cpu_reference(engine, matmul_dtyp
 @needs_cuda
 def test_auto_takes_the_triton_engine_on_cuda():
     assert fused_module.resolve_engine("auto", torch.device("cuda")) == "triton"
+
+
+@pytest.mark.parametrize("engine", ["cpp", TRITON_ON_CPU])
+@pytest.mark.parametrize("bias", [-1.5, 0.0, 2.0], ids=["few spikes", "some", "most"])
+def test_the_forward_product_at_every_firing_rate(engine, bias):
+    """The C++ forward adds the weight rows of the units that spiked when few fire and
+    takes a dense product when many do (at batch 64 the switch is near a quarter): both
+    give the reference's spikes and gradients."""
+    reference, fused = make_pair(engine, (6, 64, 5, 12, 1), "gaussian", "surrogate")
+    with torch.no_grad():
+        for model in (reference, fused):
+            model.bias_hh_l0.fill_(bias)
+    x = (torch.rand(6, 64, 5, dtype=torch.float64) < 0.5).double()
+    state = tuple((torch.rand(1, 64, 12, dtype=torch.float64) < 0.5).double() for _ in range(2))
+    ups = torch.randn(6, 64, 12, dtype=torch.float64), torch.randn(1, 64, 12, dtype=torch.float64), torch.randn(1, 64, 12, dtype=torch.float64)
+    out_ref, _, _, grads_ref = run(reference, x, state, *ups)
+    out, _, _, grads = run(fused, x, state, *ups)
+    assert torch.equal(out, out_ref)
+    rate = out_ref.mean().item()
+    assert {-1.5: rate < 0.15, 0.0: 0.1 < rate < 0.6, 2.0: rate > 0.5}[bias], rate
+    for name, expected in grads_ref.items():
+        assert_close_relative(grads[name], expected, name)
+    with torch.no_grad():
+        assert torch.equal(fused(x, state)[0], out_ref)

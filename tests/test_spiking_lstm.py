@@ -169,7 +169,7 @@ def test_parameter_names_match_nn_lstm():
 def test_cell_equals_one_layer_sequence():
     torch.manual_seed(3)
     layer = SpikingLSTM(4, 6, init="normal")
-    cell = SpikingLSTMCell(4, 6, layer.spike)
+    cell = SpikingLSTMCell(4, 6, init="normal")
     cell.load_state_dict({k[: -len("_l0")]: v for k, v in layer.state_dict().items()})
     x = (torch.rand(9, 2, 4) < 0.5).float()
     state = None

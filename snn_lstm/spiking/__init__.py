@@ -1,6 +1,7 @@
-"""The science: spike functions with surrogate gradients and the spiking LSTM."""
+"""The science: spike functions with surrogate gradients and the spiking LSTM (torch only)."""
 
-from snn_lstm.spiking.lstm import SpikeParams, SpikingLSTM, SpikingLSTMCell, spiking_lstm_step
+from snn_lstm.spiking.lstm import SpikeParams, SpikingLSTM, SpikingLSTMCell, spike_params, spiking_lstm_step
 from snn_lstm.spiking.surrogate import DERIVATIVES, Surrogate
 
-__all__ = ["DERIVATIVES", "SpikeParams", "SpikingLSTM", "SpikingLSTMCell", "Surrogate", "spiking_lstm_step"]
+__all__ = ["DERIVATIVES", "SpikeParams", "SpikingLSTM", "SpikingLSTMCell", "Surrogate", "spike_params",
+           "spiking_lstm_step"]

@@ -41,6 +41,7 @@ are exact in every one, so only weights and gradients are rounded):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -91,8 +92,8 @@ def compiled_kernels():
                 # The step loops only vectorise with AVX2 or AVX-512 (10x, 15x faster
                 # than plain x86-64): build for what this CPU has, one cached build each.
                 capability = torch.backends.cpu.get_cpu_capability()
-                # The step loops stay on one thread: splitting a step over OpenMP threads
-                # (at::parallel_for) measured 2.5x slower in the forward here.
+                # A forward step splits its batch rows over threads in chunks of at least 32
+                # rows (ROWS_PER_THREAD): smaller chunks measured slower than one thread.
                 flags = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math"] + SIMD_FLAGS.get(capability, [])
                 log.info("loading the fused spiking LSTM kernels for %s (built on first use, about a minute)", capability)
                 _compiled = load(
@@ -172,6 +173,29 @@ def _product(a: Tensor, b: Tensor) -> Tensor:
     if a.is_cuda:
         return torch.mm(a.to(b.dtype), b, out_dtype=torch.float32).to(a.dtype)
     return (a.to(b.dtype) @ b).to(a.dtype)
+
+
+def unit_rows(w_hh: Tensor) -> Tensor:
+    """W_hh^T [H, 4H], contiguous: row k holds what a spike of unit k adds to the
+    pre-activations. Made once per version of the weights (kept on the tensor), not at
+    every forward: at batch 1 the copy would cost more than the whole sequence."""
+    cached = getattr(w_hh, "_snnlstm_unit_rows", None)
+    if cached is None or cached[0] != w_hh._version:
+        cached = (w_hh._version, w_hh.detach().t().contiguous())
+        w_hh._snnlstm_unit_rows = cached
+    return cached[1]
+
+
+def summed_bias(b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor | None:
+    """b_ih + b_hh, made once per version of the two (kept on b_ih)."""
+    if b_ih is None or b_hh is None:
+        return b_ih
+    versions = (b_ih._version, b_hh._version)
+    cached = getattr(b_ih, "_snnlstm_summed_bias", None)
+    if cached is None or cached[0] != versions or cached[1] is not b_hh:
+        cached = (versions, b_hh, (b_ih + b_hh).detach())
+        b_ih._snnlstm_summed_bias = cached
+    return cached[2]
 
 
 def _add_product(out: Tensor, a: Tensor, b: Tensor) -> Tensor:
@@ -268,20 +292,23 @@ def _layer_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, spike: "SpikeParams", engi
     """(h_seq, c_last, saved): `saved` is what the backward needs, None without `needs_grad`."""
     steps, batch, _ = x.shape
     w_ih_mm, w_hh_mm = _weights_for_products(w_ih, w_hh, matmul_dtype)
-    pre = _product(x.reshape(steps * batch, -1), w_ih_mm.t())
-    bias = None if b_ih is None else (b_ih + b_hh if b_hh is not None else b_ih)
-    if bias is not None:
-        pre.add_(bias)
+    bias = summed_bias(b_ih, b_hh)
+    if bias is not None and w_ih_mm.dtype == x.dtype:
+        pre = torch.addmm(bias, x.reshape(steps * batch, -1), w_ih_mm.t())
+    else:
+        pre = _product(x.reshape(steps * batch, -1), w_ih_mm.t())
+        if bias is not None:
+            pre.add_(bias)
     pre = pre.view(steps, batch, -1)
     if engine == "triton":
-        h_seq, bits, c_last = triton_kernels().forward_loop(pre, w_hh_mm, h0, c0, spike.theta1, spike.theta2,
-                                                              matmul_dtype)
+        h_seq, bits, c_last = triton_kernels().forward_loop(pre, unit_rows(w_hh_mm), h0, c0, spike.theta1,
+                                                              spike.theta2, matmul_dtype)
         saved = (None, bits, x, h0, c0, w_ih_mm, w_hh_mm, bias)
     elif engine == "cpp":
         # the loop overwrites `pre` with the gate surrogates when asked, for one family
         in_loop = needs_grad and spike.gate.name == spike.candidate.name
         h_seq, bits, c_last = compiled_kernels().forward_loop(
-            pre, w_hh_mm, h0, c0, spike.theta1, spike.theta2,
+            pre, unit_rows(w_hh_mm), h0, c0, spike.theta1, spike.theta2,
             FAMILY_IDS[spike.gate.name], spike.gate.width, spike.candidate.width, in_loop,
         )
         sur = pre if in_loop or not needs_grad else gate_surrogates(pre, spike)
@@ -385,7 +412,8 @@ def spiking_lstm_layer(
         warn_if_bfloat16_is_slow_here()
     x, h0, c0 = (t.to(w_ih.dtype).contiguous() for t in (x, h0, c0))
     # the products' precision is matmul_dtype's, whatever an enclosing autocast region asks
-    with torch.autocast(x.device.type, enabled=False):
+    autocast = torch.is_autocast_enabled(x.device.type)
+    with torch.autocast(x.device.type, enabled=False) if autocast else contextlib.nullcontext():
         parameters = (w_ih, w_hh, b_ih, b_hh)
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, h0, c0, *parameters)):
             return FusedSpikingLSTMLayer.apply(x, h0, c0, *parameters, spike, engine, matmul_dtype)

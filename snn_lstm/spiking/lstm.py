@@ -112,65 +112,99 @@ def init_lstm_parameters_(
             b.zero_()
 
 
-class SpikingLSTMCell(nn.Module):
-    """One layer, one step; parameter names follow nn.LSTMCell."""
+def spike_params(theta1: float = 0.1, theta2: float = 0.1, surrogate: str = "gaussian", alpha1: float = 4.0,
+                 alpha2: float = 0.3, cell_grad: str = "straight_through") -> SpikeParams:
+    """The spiking options of a cell or layer as one SpikeParams (both gates' surrogates of one family)."""
+    return SpikeParams(theta1, theta2, Surrogate(surrogate, alpha1), Surrogate(surrogate, alpha2), cell_grad)
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        spike: SpikeParams,
-        bias: bool = True,
-        init: str = "he",
-    ):
+
+SPIKING_OPTIONS_DOC = """
+    Spiking options (keyword only):
+        theta1      threshold of the gates i, f, o (in [0, 1); 0.1)
+        theta2      threshold of the candidate g (in [0, 1); 0.1)
+        surrogate   family of the surrogate derivative: gaussian (the paper), piecewise_linear,
+                    fast_sigmoid, atan, straight_through
+        alpha1      width of the gates' surrogate (4.0, the paper's for gaussian)
+        alpha2      width of the candidate's surrogate (0.3)
+        cell_grad   dc/ds in the backward: straight_through (1) or surrogate
+        init        he (N(0, 2/(I+H)), zero biases; the authors' code), normal (N(0, 1)), pytorch
+    """
+
+
+class SpikingLSTMCell(nn.Module):
+    __doc__ = """One layer, one step, with torch.nn.LSTMCell's signature and parameter names.
+
+    SpikingLSTMCell(input_size, hidden_size, bias=True, device=None, dtype=None, **spiking options)
+    forward(input [B, I] or [I], hx=(h, c) or None) -> (h', c'), each [B, H] or [H]; every
+    value of h' and c' is 0 or 1. The step runs under autograd (the reference definition);
+    for sequences SpikingLSTM's fused engines are much faster.
+    """ + SPIKING_OPTIONS_DOC
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None, *,
+                 theta1: float = 0.1, theta2: float = 0.1, surrogate: str = "gaussian", alpha1: float = 4.0,
+                 alpha2: float = 0.3, cell_grad: str = "straight_through", init: str = "he"):
         super().__init__()
         _check_sizes(input_size, hidden_size, 1)
-        self.input_size, self.hidden_size, self.spike = input_size, hidden_size, spike
-        self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
-        self.bias_ih = nn.Parameter(torch.empty(4 * hidden_size)) if bias else None
-        self.bias_hh = nn.Parameter(torch.empty(4 * hidden_size)) if bias else None
+        _check_flag("bias", bias)
+        factory = {"device": device, "dtype": dtype}
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.spike = spike_params(theta1, theta2, surrogate, alpha1, alpha2, cell_grad)
+        self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size, **factory))
+        self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size, **factory))
+        self.bias_ih = nn.Parameter(torch.empty(4 * hidden_size, **factory)) if bias else None
+        self.bias_hh = nn.Parameter(torch.empty(4 * hidden_size, **factory)) if bias else None
         biases = [b for b in (self.bias_ih, self.bias_hh) if b is not None]
         init_lstm_parameters_([self.weight_ih, self.weight_hh], biases, input_size, hidden_size, init)
 
-    def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
-        if state is None:
-            zeros = x.new_zeros(x.shape[0], self.hidden_size)
-            state = (zeros, zeros)
-        h, c, _ = spiking_lstm_step(
-            x, *state, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.spike
-        )
-        return h, c
+    def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        if input.dim() not in (1, 2) or input.shape[-1] != self.input_size:
+            raise ValueError(f"expected input [B, {self.input_size}] or [{self.input_size}], got {list(input.shape)}")
+        unbatched = input.dim() == 1
+        if unbatched:
+            input = input.unsqueeze(0)
+            hx = None if hx is None else tuple(s.unsqueeze(0) for s in hx)
+        if hx is None:
+            zeros = input.new_zeros(input.shape[0], self.hidden_size)
+            hx = (zeros, zeros)
+        h, c, _ = spiking_lstm_step(input, *hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.spike)
+        return (h.squeeze(0), c.squeeze(0)) if unbatched else (h, c)
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}, bias={self.bias_ih is not None}, {_spike_repr(self.spike)}"
 
 
 class SpikingLSTM(nn.Module):
-    """Stacked spiking LSTM over a sequence, a drop-in for nn.LSTM (time-major).
+    __doc__ = """Stacked spiking LSTM over a sequence: torch.nn.LSTM's signature, parameter names
+    and shapes, with spikes.
 
-    Parameters are named like nn.LSTM's (weight_ih_l0, ...), so
+    SpikingLSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                bidirectional=False, proj_size=0, device=None, dtype=None, **spiking options)
+    forward(input, hx=(h_0, c_0) or None) -> (output, (h_n, c_n)):
+        input   [T, B, I] ([B, T, I] with batch_first), or unbatched [T, I]
+        output  [T, B, H] ([B, T, H]), or [T, H]: the spikes h_t of the last layer
+        h_n, c_n  [num_layers, B, H], or [num_layers, H]; h_0 and c_0 must be binary
+    Layer l > 0 takes layer l-1's spikes as input (with `dropout` between layers in
+    training, as nn.LSTM). Parameters are named like nn.LSTM's (weight_ih_l0, ...), so
     ``slstm.load_state_dict(lstm.state_dict())`` copies a trained LSTM in.
-    Layer l > 0 takes layer l-1's spikes h as its input. ``matmul_dtype="bfloat16"``
-    runs the fused engines' matrix products on bfloat16 operands (fused.py).
+    bidirectional and proj_size exist for nn.LSTM's signature; only False and 0 are supported.
+    """ + SPIKING_OPTIONS_DOC + """    engine        auto (fused: C++ loops on a CPU, Triton kernels on a GPU), cpp, triton, torch
+                  (fused, PyTorch ops), reference (step by step under autograd)
+        matmul_dtype  float32, tf32, bfloat16 or float16: the fused engines' products (fused.py)
     """
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        *,
-        theta1: float = 0.1,
-        theta2: float = 0.1,
-        surrogate: str = "gaussian",
-        alpha1: float = 4.0,
-        alpha2: float = 0.3,
-        cell_grad: str = "straight_through",
-        init: str = "he",
-        bias: bool = True,
-        engine: str = "auto",
-        matmul_dtype: str = "float32",
-    ):
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0,
+                 device=None, dtype=None, *, theta1: float = 0.1, theta2: float = 0.1, surrogate: str = "gaussian",
+                 alpha1: float = 4.0, alpha2: float = 0.3, cell_grad: str = "straight_through", init: str = "he",
+                 engine: str = "auto", matmul_dtype: str = "float32"):
         super().__init__()
         _check_sizes(input_size, hidden_size, num_layers)
+        for name, value in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
+            _check_flag(name, value)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout <= 1.0:
+            raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
+        if bidirectional or proj_size != 0:
+            raise ValueError("SpikingLSTM has no bidirectional or projected variant: keep bidirectional=False, proj_size=0")
         if engine not in ENGINES:
             raise UserError(f"model.engine must be one of {', '.join(ENGINES)}, got '{engine}'")
         if matmul_dtype not in MATMUL_DTYPES:
@@ -181,19 +215,19 @@ class SpikingLSTM(nn.Module):
         self.engine = engine
         self.matmul_dtype = matmul_dtype
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        self.spike = SpikeParams(
-            theta1, theta2, Surrogate(surrogate, alpha1), Surrogate(surrogate, alpha2), cell_grad
-        )
+        self.batch_first, self.dropout = batch_first, float(dropout)
+        self.spike = spike_params(theta1, theta2, surrogate, alpha1, alpha2, cell_grad)
         self.bias = bias
+        factory = {"device": device, "dtype": dtype}
         for layer in range(num_layers):
             layer_in = input_size if layer == 0 else hidden_size
-            w_ih = nn.Parameter(torch.empty(4 * hidden_size, layer_in))
-            w_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
+            w_ih = nn.Parameter(torch.empty(4 * hidden_size, layer_in, **factory))
+            w_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size, **factory))
             setattr(self, f"weight_ih_l{layer}", w_ih)
             setattr(self, f"weight_hh_l{layer}", w_hh)
             biases = []
             if bias:
-                biases = [nn.Parameter(torch.empty(4 * hidden_size)) for _ in range(2)]
+                biases = [nn.Parameter(torch.empty(4 * hidden_size, **factory)) for _ in range(2)]
                 setattr(self, f"bias_ih_l{layer}", biases[0])
                 setattr(self, f"bias_hh_l{layer}", biases[1])
             init_lstm_parameters_([w_ih, w_hh], biases, layer_in, hidden_size, init)
@@ -203,18 +237,30 @@ class SpikingLSTM(nn.Module):
         return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh")
 
     def forward(
-        self, x: Tensor, state: tuple[Tensor, Tensor] | None = None
+        self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        if x.dim() != 3 or x.shape[-1] != self.input_size:
-            raise ValueError(f"expected input [T, B, {self.input_size}], got {list(x.shape)}")
-        given_state = state is not None
-        if state is None:
+        if input.dim() not in (2, 3) or input.shape[-1] != self.input_size:
+            layout = "[B, T, I]" if self.batch_first else "[T, B, I]"
+            raise ValueError(f"expected input {layout} or [T, I] with I = {self.input_size}, got {list(input.shape)}")
+        if input.shape[-3 if input.dim() == 3 and not self.batch_first else -2] == 0:
+            raise ValueError(f"the input has no time steps: {list(input.shape)}")
+        unbatched = input.dim() == 2
+        x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)
+        given_state = hx is not None
+        if hx is None:
             zeros = x.new_zeros(self.num_layers, x.shape[1], self.hidden_size)
-            state = (zeros, zeros)
-        h0, c0 = state
+            hx = (zeros, zeros)
+        elif unbatched:
+            hx = tuple(s.unsqueeze(1) for s in hx)
+        h0, c0 = hx
+        expected = (self.num_layers, x.shape[1], self.hidden_size)
+        if tuple(h0.shape) != expected or tuple(c0.shape) != expected:
+            raise ValueError(f"expected h_0 and c_0 of shape {list(expected)}, got {list(h0.shape)} and {list(c0.shape)}")
         layer_input = x
         h_n, c_n = [], []
         for layer in range(self.num_layers):
+            if layer > 0 and self.dropout > 0 and self.training:
+                layer_input = F.dropout(layer_input, self.dropout, training=True)
             params = self.layer_parameters(layer)
             if self.engine == "reference":
                 layer_input, c = self._reference_layer(layer_input, h0[layer], c0[layer], params)
@@ -223,9 +269,12 @@ class SpikingLSTM(nn.Module):
                     layer_input, h0[layer], c0[layer], *params, self.spike, self.engine,
                     check_state=given_state, matmul_dtype=self.matmul_dtype,
                 )
-            h_n.append(layer_input[-1])
-            c_n.append(c)
-        return layer_input, (torch.stack(h_n), torch.stack(c_n))
+            h_n.append(layer_input[-1:])
+            c_n.append(c.unsqueeze(0))
+        state = (h_n[0], c_n[0]) if self.num_layers == 1 else (torch.cat(h_n), torch.cat(c_n))
+        if unbatched:
+            return layer_input.squeeze(1), tuple(s.squeeze(1) for s in state)
+        return (layer_input.transpose(0, 1) if self.batch_first else layer_input), state
 
     def _reference_layer(self, x: Tensor, h: Tensor, c: Tensor, params) -> tuple[Tensor, Tensor]:
         outputs = []
@@ -235,16 +284,24 @@ class SpikingLSTM(nn.Module):
         return torch.stack(outputs), c
 
     def extra_repr(self) -> str:
-        p = self.spike
-        return (
-            f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
-            f"theta1={p.theta1}, theta2={p.theta2}, surrogate={p.gate.name}, "
-            f"alpha1={p.gate.width}, alpha2={p.candidate.width}, cell_grad={p.cell_grad}, engine={self.engine}, "
-            f"matmul_dtype={self.matmul_dtype}"
-        )
+        return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, bias={self.bias}, "
+                f"batch_first={self.batch_first}, dropout={self.dropout}, {_spike_repr(self.spike)}, "
+                f"engine={self.engine}, matmul_dtype={self.matmul_dtype}")
+
+
+def _spike_repr(p: SpikeParams) -> str:
+    return (f"theta1={p.theta1}, theta2={p.theta2}, surrogate={p.gate.name}, alpha1={p.gate.width}, "
+            f"alpha2={p.candidate.width}, cell_grad={p.cell_grad}")
+
+
+def _check_flag(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
 def _check_sizes(input_size: int, hidden_size: int, num_layers: int) -> None:
     for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-        if not (isinstance(value, int) and value > 0):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+        if value <= 0:
             raise UserError(f"{name} must be a positive integer, got {value}")

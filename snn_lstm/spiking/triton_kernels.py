@@ -238,9 +238,9 @@ def input_precision(matmul_dtype: str, operand: torch.dtype) -> str:
     return "tf32" if matmul_dtype == "tf32" and operand == torch.float32 else "ieee"
 
 
-def forward_loop(pre: torch.Tensor, w_hh: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, theta1: float,
+def forward_loop(pre: torch.Tensor, w_rows: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, theta1: float,
                  theta2: float, matmul_dtype: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """pre [T, B, 4H], w_hh [4H, H] in the product dtype -> (h [T, B, H], bits, c_T)."""
+    """pre [T, B, 4H], w_rows = W_hh^T [H, 4H] contiguous in the product dtype -> (h [T, B, H], bits, c_T)."""
     steps, batch, four_h = pre.shape
     hidden = four_h // 4
     h = pre.new_empty(steps + 1, batch, hidden)
@@ -250,9 +250,9 @@ def forward_loop(pre: torch.Tensor, w_hh: torch.Tensor, h0: torch.Tensor, c0: to
     bits = torch.empty(steps, batch, hidden, dtype=torch.uint8, device=pre.device)
     theta = constants((theta1, theta2), pre.device, pre.dtype)
     forward_steps[(triton.cdiv(batch, BLOCK_B),)](
-        pre, w_hh.t().contiguous(), h, c, bits, theta, steps, batch, hidden,
+        pre, w_rows, h, c, bits, theta, steps, batch, hidden,
         BLOCK_B=BLOCK_B, BLOCK_N=block(hidden), BLOCK_K=block(hidden),
-        INPUT_PRECISION=input_precision(matmul_dtype, w_hh.dtype), num_warps=NUM_WARPS,
+        INPUT_PRECISION=input_precision(matmul_dtype, w_rows.dtype), num_warps=NUM_WARPS,
     )
     return h[1:], bits, c[steps % 2]
 
