@@ -30,7 +30,7 @@ def test_nn_lstm_positional_arguments_and_shapes():
     assert spiking.bias is False and spiking.batch_first is True
     x = (torch.rand(5, 7, 28) < 0.3).float()  # [B, T, I]
     (out, (h, c)), (plain_out, (plain_h, plain_c)) = spiking(x), plain(x)
-    assert out.shape == plain_out.shape == (5, 7, 16) and h.shape == plain_h.shape == c.shape == (2, 5, 16)
+    assert out.shape == plain_out.shape == (5, 7, 16) and h.shape == plain_h.shape == c.shape == plain_c.shape == (2, 5, 16)
     assert binary(out) and binary(h) and binary(c) and torch.equal(out[:, -1], h[-1])
 
 
