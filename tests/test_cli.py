@@ -34,7 +34,7 @@ def test_help_lists_the_verbs(tmp_path, cli_env):
 def test_unknown_verb_is_one_line(tmp_path, cli_env):
     result = snnlstm(["fly"], tmp_path, cli_env, check=False)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["snnlstm: error: unknown verb 'fly': choose one of train, evaluate, generate, search, bench, report, sync"]
+    assert result.stderr.strip().splitlines() == ["snnlstm: error: unknown verb 'fly': choose one of train, evaluate, generate, export, search, bench, report, sync"]
 
 
 def test_cfg_job_prints_the_composed_config(tmp_path, cli_env):
