@@ -14,7 +14,7 @@ QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory"
 STAMP := $(VENV)/.snnlstm-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test gpu-check gpu-wheels ui clean
+.PHONY: help install run test report gpu-check gpu-wheels ui clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,6 +35,12 @@ run: install ## train the default task (sine, spiking LSTM, no download); prints
 
 test: install ## run the test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the documents whose generated blocks `make report` rewrites
+REPORT_DOCS := README.md,experiments/smnist.md,experiments/sine.md,experiments/language.md,experiments/fsdd.md
+
+report: install ## rebuild reports/ and the results tables of the README and experiments/*.md from the runs in RUN_DIR
+	$(BIN)/snnlstm report paths.run_dir=$(RUN_DIR) 'docs=[$(REPORT_DOCS)]'
 
 gpu-check: install ## on a CUDA machine: GPU tests of the triton and torch engines, then snnlstm bench device=cuda
 	PYTHON=$(BIN)/python .ci/gpu-check

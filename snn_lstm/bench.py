@@ -37,7 +37,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from snn_lstm.checkpoint import load_checkpoint, reading
 from snn_lstm.config import CONFIG_PATH, BenchShape, check_options
-from snn_lstm.devices import select_device, setup_torch
+from snn_lstm.devices import machine_description, select_device, setup_torch
 from snn_lstm.errors import UserError, one_line, reports_user_errors, run_reporting_errors
 from snn_lstm.models import model_from_checkpoint
 from snn_lstm.spiking import SpikingLSTM
@@ -222,11 +222,7 @@ def bench(cfg: DictConfig, out_dir: Path) -> list[dict]:
     device = select_device(cfg.device)
     setup_torch(cfg.threads)
     rows = run_benchmark(cfg, device)
-    machine = f"{device.type}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    if device.type == "cuda":
-        machine += f", {torch.cuda.get_device_name(device)}"
-    else:
-        machine += f", CPU capability {torch.backends.cpu.get_cpu_capability()}"
+    machine = machine_description(device)
     table = markdown_table(rows, device)
     print(f"\n{machine}\n\n{table}\n")
     report = out_dir / "bench.md"

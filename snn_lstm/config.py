@@ -153,14 +153,13 @@ class SineTaskConfig:
     name: str = "sine"
     kind: str = "sine"
     readout: str = "sequence"
-    hidden_size: int = 100  # the paper's network for this task
     seq_len: int = 100
     channels: int = 20
     dt: float = 0.1  # x advances by dt per step
     val_size: int = 256
     test_size: int = 1024
     figure_steps: List[int] = field(default_factory=lambda: [0, 5, 20, 100])
-    DOMAINS: ClassVar = {"name": FolderName, "kind": choice(TASKS), "readout": choice(READOUTS), "hidden_size": POSITIVE, "seq_len": POSITIVE, "channels": POSITIVE, "dt": POSITIVE_REAL,
+    DOMAINS: ClassVar = {"name": FolderName, "kind": choice(TASKS), "readout": choice(READOUTS), "seq_len": POSITIVE, "channels": POSITIVE, "dt": POSITIVE_REAL,
                          "val_size": POSITIVE, "test_size": POSITIVE, "figure_steps": Elements(COUNT)}
 
 
@@ -169,7 +168,6 @@ class ImageTaskConfig:
     name: str = MISSING  # smnist, semnist, pmnist, psmnist, ...
     kind: str = "image"
     readout: str = "last"
-    hidden_size: int = 200  # the authors' MNIST network
     dataset: str = "mnist"  # mnist, emnist or idx (any folder in MNIST's file layout)
     emnist_split: str = "balanced"
     folder: Optional[str] = None  # for dataset=idx: folder under paths.data_dir
@@ -178,7 +176,7 @@ class ImageTaskConfig:
     val_size: int = 5000  # the last training images, held out to pick best.pt
     eval_draws: int = 1  # spike trains averaged per evaluation image (1: the paper's single draw)
     distill: DistillConfig = field(default_factory=DistillConfig)
-    DOMAINS: ClassVar = {"name": FolderName, "kind": choice(TASKS), "readout": choice(READOUTS), "hidden_size": POSITIVE, "dataset": choice(images.DATASETS),
+    DOMAINS: ClassVar = {"name": FolderName, "kind": choice(TASKS), "readout": choice(READOUTS), "dataset": choice(images.DATASETS),
                          "emnist_split": choice(EMNIST_SIZES), "layout": choice(images.LAYOUTS), "permutation_seed": SEED,
                          "val_size": POSITIVE, "eval_draws": POSITIVE}
 
@@ -191,7 +189,6 @@ class LanguageTaskConfig:
     text: str = "alice"  # alice or wikitext2
     split: str = "paper"  # paper (52,000 / 12,000 characters) or full
     readout: str = "sequence"
-    hidden_size: int = 200
     bptt: int = 100  # tokens per truncated-BPTT window
     val_fraction: float = 0.05  # the end of the training text, held out to pick best.pt
     vector_size: int = 100  # word_lm: word2vec dimensions
@@ -199,7 +196,7 @@ class LanguageTaskConfig:
     w2v_epochs: int = 20
     samples: int = 3  # text samples written at the end of training
     sample_length: int = 200
-    DOMAINS: ClassVar = {"name": FolderName, "kind": choice(TASKS), "readout": choice(READOUTS), "hidden_size": POSITIVE, "level": choice(language.LEVELS), "text": choice(TEXTS),
+    DOMAINS: ClassVar = {"name": FolderName, "kind": choice(TASKS), "readout": choice(READOUTS), "level": choice(language.LEVELS), "text": choice(TEXTS),
                          "split": choice(SPLITS), "bptt": POSITIVE, "val_fraction": Range(0.0, 0.5, True, True),
                          "vector_size": POSITIVE, "w2v_window": POSITIVE, "w2v_epochs": POSITIVE, "samples": Range(0, 3),
                          "sample_length": COUNT}
@@ -210,7 +207,6 @@ class SpeechTaskConfig:
     name: str = "fsdd"
     kind: str = "speech"
     readout: str = "last"  # the paper: softmax on h_T
-    hidden_size: int = 200
     speakers: List[str] = field(default_factory=lambda: ["jackson", "nicolas", "theo", "yweweler"])  # the paper's 4
     test_speakers: Optional[List[str]] = None  # None: the training speakers
     val_from_index: int = 45  # training indices 5-49: [5, 45) train, [45, 50) validation
@@ -220,7 +216,7 @@ class SpeechTaskConfig:
     eval_draws: int = 1  # spike trains averaged per evaluation recording
     distill: DistillConfig = field(default_factory=DistillConfig)
     frontend: Any = None  # the frontend group
-    DOMAINS: ClassVar = {"name": FolderName, "kind": choice(TASKS), "readout": choice(READOUTS), "hidden_size": POSITIVE, "val_from_index": Range(speech.TEST_INDICES.stop + 1, speech.NUM_INDICES - 1),
+    DOMAINS: ClassVar = {"name": FolderName, "kind": choice(TASKS), "readout": choice(READOUTS), "val_from_index": Range(speech.TEST_INDICES.stop + 1, speech.NUM_INDICES - 1),
                          "num_samples": POSITIVE, "layout": choice(speech.LAYOUTS), "steps": POSITIVE, "eval_draws": POSITIVE}
 
 
@@ -253,34 +249,32 @@ class EncoderConfig:
 
 @dataclass
 class SpikingLSTMConfig:
+    """Every argument of SpikingLSTM(input_size, **this but name): the backbone's recipe in one group."""
+
     name: str = "slstm"
-    hidden_size: int = 100
+    hidden_size: int = 200
     num_layers: int = 1
     theta1: float = 0.1
     theta2: float = 0.1
-    cell_grad: str = "straight_through"
+    surrogate: str = "gaussian"  # family of the surrogate derivative (model/surrogate=<family> also sets the widths)
+    alpha1: float = 4.0  # surrogate width for the gates i, f, o
+    alpha2: float = 0.3  # surrogate width for the candidate g
+    cell_grad: str = "surrogate"  # or straight_through (the authors' code)
     init: str = "he"
     engine: str = "auto"  # auto (fused: C++ on a CPU, Triton on a GPU), cpp, triton, torch (fused, any device), reference
     matmul_dtype: str = "float32"  # or tf32, bfloat16, float16: the fused engines' matrix products
     DOMAINS: ClassVar = {"name": choice(BACKBONES), "hidden_size": POSITIVE, "num_layers": POSITIVE, "theta1": THRESHOLD,
-                         "theta2": THRESHOLD, "cell_grad": choice(CELL_GRADS), "init": choice(INITS),
+                         "theta2": THRESHOLD, "surrogate": choice(DERIVATIVES), "alpha1": POSITIVE_REAL,
+                         "alpha2": POSITIVE_REAL, "cell_grad": choice(CELL_GRADS), "init": choice(INITS),
                          "engine": choice(ENGINES), "matmul_dtype": choice(MATMUL_DTYPES)}
 
 
 @dataclass
 class LSTMConfig:
     name: str = "lstm"
-    hidden_size: int = 100
+    hidden_size: int = 200
     num_layers: int = 1
     DOMAINS: ClassVar = {"name": choice(BACKBONES), "hidden_size": POSITIVE, "num_layers": POSITIVE}
-
-
-@dataclass
-class SurrogateConfig:
-    name: str = "gaussian"
-    alpha1: float = 4.0  # width for the gates i, f, o
-    alpha2: float = 0.3  # width for the candidate g
-    DOMAINS: ClassVar = {"name": choice(DERIVATIVES), "alpha1": POSITIVE_REAL, "alpha2": POSITIVE_REAL}
 
 
 @dataclass
@@ -335,7 +329,6 @@ class TrainConfig:
     task: Any = MISSING
     encoder: EncoderConfig = MISSING
     model: Any = MISSING
-    surrogate: SurrogateConfig = MISSING
     optimizer: OptimizerConfig = MISSING
     trainer: TrainerConfig = MISSING
     tracking: TrackingConfig = MISSING
@@ -413,6 +406,7 @@ class ReportConfig:
     format: str = "md"  # md (a Markdown file per table) or html (one self-contained page)
     out_dir: str = "reports"
     paper_values: str = "experiments/paper_values.yaml"
+    docs: List[str] = field(default_factory=list)  # Markdown files whose `<!-- snnlstm report: TABLE -->` blocks to rewrite
     tracking: TrackingConfig = MISSING
     paths: PathsConfig = MISSING
     DOMAINS: ClassVar = {"format": choice(REPORT_FORMATS)}
@@ -471,7 +465,6 @@ def register_schemas() -> None:
         ("encoder", "encoder", EncoderConfig),
         ("model", "slstm", SpikingLSTMConfig),
         ("model", "lstm", LSTMConfig),
-        ("surrogate", "surrogate", SurrogateConfig),
         ("optimizer", "optimizer", OptimizerConfig),
         ("trainer", "trainer", TrainerConfig),
         ("tracking", "tracking", TrackingConfig),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import platform
+from pathlib import Path
+
 import torch
 
 from snn_lstm.errors import UserError
@@ -23,3 +26,22 @@ def setup_torch(threads: int | None) -> None:
     torch.set_flush_denormal(True)
     if threads:
         torch.set_num_threads(threads)
+
+
+def machine_description(device: torch.device) -> str:
+    """What a run computed on, for the record beside its wall time: the GPU's name, or
+    the CPU's model, vector instructions and the threads torch uses; and torch's version."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return (f"cpu: {_cpu_model()} ({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads, "
+            f"torch {torch.__version__}")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from snn_lstm.spiking.lstm import SpikingLSTM, spiking_lstm_step
+from snn_lstm.spiking.lstm import SpikingLSTM, unpack_spikes
 
 AC_PJ = 0.9  # Horowitz 2014, 45 nm: 32-bit float add
 MAC_PJ = 0.9 + 3.7  # 32-bit float multiply + add
@@ -45,29 +45,28 @@ def lstm_macs(input_size: int, hidden_size: int, num_layers: int, steps: int) ->
 @torch.no_grad()
 def spiking_activity(model: SpikingLSTM, x: Tensor) -> dict[str, float]:
     """Firing rates of i, f, g, o, c, h per layer and the operations per sample, for
-    inputs x [T, B, I] from a zero state."""
+    inputs x [T, B, I] from a zero state, as the model's own engine and precision
+    compute them (SpikingLSTM.forward_with_spikes), in evaluation mode."""
     steps, batch = x.shape[:2]
+    was_training = model.training
+    model.eval()
+    try:
+        _, _, records = model.forward_with_spikes(x.transpose(0, 1) if model.batch_first else x)
+    finally:
+        model.train(was_training)
     metrics: dict[str, float] = {}
     accumulates, multiplies = 0.0, 0.0
+    fan_out = 4 * model.hidden_size  # each input spike reaches one row of every gate
     layer_input = x
-    for layer in range(model.num_layers):
-        params = model.layer_parameters(layer)
-        fan_out = 4 * model.hidden_size
+    for layer, bits in enumerate(records):
         if bool(((layer_input == 0) | (layer_input == 1)).all()):  # spikes: each one triggers fan_out accumulates
             accumulates += fan_out * (layer_input != 0).sum().item()
         else:  # real values are multiplied
             multiplies += fan_out * layer_input.numel()
-        h = layer_input.new_zeros(batch, model.hidden_size)
-        c = torch.zeros_like(h)
-        fired = [layer_input.new_zeros(()) for _ in PARTS]
-        outputs = []
-        for x_t in layer_input.unbind(0):
-            h, c, gates = spiking_lstm_step(x_t, h, c, *params, model.spike)
-            fired = [count + value.sum() for count, value in zip(fired, (*gates, c, h))]
-            outputs.append(h)
-        for name, count in zip(PARTS, fired):
-            metrics[f"activity/l{layer}/{name}"] = count.item() / (steps * batch * model.hidden_size)
-        layer_input = torch.stack(outputs)
+        parts = unpack_spikes(bits)
+        for name in PARTS:
+            metrics[f"activity/l{layer}/{name}"] = parts[name].mean().item()
+        layer_input = parts["h"]
         accumulates += fan_out * layer_input[:-1].sum().item()  # h_{t-1} spikes drive W_hh; h_0 = 0
     metrics["ops/ac_per_sample"] = accumulates / batch
     metrics["ops/mac_per_sample"] = multiplies / batch

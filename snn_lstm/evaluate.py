@@ -23,7 +23,6 @@ from snn_lstm.models import model_from_checkpoint
 from snn_lstm.tasks import build_task
 from snn_lstm.tasks.classification import ClassificationTask
 from snn_lstm.tracking import make_tracker
-from snn_lstm.train import evaluate_split
 
 log = logging.getLogger("snnlstm.evaluate")
 
@@ -56,7 +55,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.split not in splits:
         raise UserError(f"split must be one of {', '.join(splits)} for {task.name}, got '{cfg.split}'")
     model.to(device)
-    metrics = evaluate_split(task, model, cfg.split, device)
+    metrics = task.score(model, cfg.split, device)
     if cfg.draws is not None:
         metrics = {f"{name}_draws{cfg.draws}": value for name, value in metrics.items()}
     for name, value in metrics.items():

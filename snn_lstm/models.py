@@ -8,7 +8,8 @@
 
 The model is batch-first at its boundary ([B, T, I] in) and time-major inside.
 ``build_model(**model_args(...))`` is the single way to make one, so a checkpoint
-that stores the arguments can always rebuild its model.
+that stores the arguments can always rebuild its model; the model group of the config
+(conf/model/) holds the backbone's arguments one to one.
 """
 
 from __future__ import annotations
@@ -45,46 +46,29 @@ class SequenceModel(nn.Module):
         return self.readout(hidden).transpose(0, 1), state
 
 
-def model_args(model_cfg: dict, surrogate_cfg: dict, input_size: int, output_size: int, readout: str) -> dict:
+def model_args(model_cfg: dict, input_size: int, output_size: int, readout: str) -> dict:
     """The plain-data recipe of a model, as stored in checkpoints."""
-    return {
-        "model": dict(model_cfg),
-        "surrogate": dict(surrogate_cfg),
-        "input_size": int(input_size),
-        "output_size": int(output_size),
-        "readout": readout,
-    }
+    return {"model": dict(model_cfg), "input_size": int(input_size), "output_size": int(output_size), "readout": readout}
 
 
-def build_model(
-    model: dict[str, Any], surrogate: dict[str, Any], input_size: int, output_size: int, readout: str
-) -> SequenceModel:
-    name = model["name"]
-    hidden_size, num_layers = model["hidden_size"], model["num_layers"]
+def build_model(model: dict[str, Any], input_size: int, output_size: int, readout: str, *,
+                surrogate: dict[str, Any] | None = None) -> SequenceModel:
+    """`model` maps one to one onto the backbone's arguments (SpikingLSTM or nn.LSTM)
+    beside `name`. `surrogate`: the separate surrogate group of checkpoints written
+    before the model group held the surrogate family and widths."""
+    name, arguments = model["name"], {key: value for key, value in model.items() if key != "name"}
+    if surrogate is not None:
+        arguments.update(surrogate=surrogate["name"], alpha1=surrogate["alpha1"], alpha2=surrogate["alpha2"])
     if name == "slstm":
-        backbone = SpikingLSTM(
-            input_size,
-            hidden_size,
-            num_layers,
-            theta1=model["theta1"],
-            theta2=model["theta2"],
-            surrogate=surrogate["name"],
-            alpha1=surrogate["alpha1"],
-            alpha2=surrogate["alpha2"],
-            cell_grad=model["cell_grad"],
-            init=model["init"],
-            engine=model["engine"],
-            # checkpoints written before the option computed in float32
-            matmul_dtype=model.get("matmul_dtype", "float32"),
-        )
+        backbone = SpikingLSTM(input_size, **arguments)
     elif name == "lstm":
-        for key, value in (("hidden_size", hidden_size), ("num_layers", num_layers)):
-            if value <= 0:
-                raise UserError(f"model.{key} must be a positive integer, got {value}")
-        backbone = nn.LSTM(input_size, hidden_size, num_layers)
+        for key in ("hidden_size", "num_layers"):
+            if arguments[key] <= 0:
+                raise UserError(f"model.{key} must be a positive integer, got {arguments[key]}")
+        backbone = nn.LSTM(input_size, **arguments)
     else:
         raise UserError(f"unknown model '{name}': choose one of {', '.join(BACKBONES)}")
-    return SequenceModel(backbone, hidden_size, output_size, readout)
+    return SequenceModel(backbone, backbone.hidden_size, output_size, readout)
 
 
 def model_from_checkpoint(checkpoint: dict[str, Any], source: str = "the checkpoint") -> SequenceModel:

@@ -2,13 +2,29 @@
 
     snnlstm report                      # reports/<table>.md and reports/figures/*.png
     snnlstm report format=html          # reports/report.html, one self-contained page
+    snnlstm report docs=[README.md]     # also rewrites the generated blocks of these files
 
-Runs are matched by their tags `paper_table` and `row` (every paper experiment file
-sets them); of several finished runs with the same row and seed the newest counts.
-For each row: the paper's value (experiments/paper_values.yaml, with where it comes
-from), ours as mean, sample standard deviation and number of seeds, the plain LSTM
-on the same setup, the firing rates of layer 0 and the energy proxy
-(snn_lstm.energy). The report is also logged to MLflow as the artifacts of a run
+A run counts for a row only when it is pinned to the row's experiment file: its tag
+`recipe` (snn_lstm.recipes) equals the hash of that file as it stands now, or of one
+cell of the file's sweep. Runs under the row's tags with any other recipe (a smoke
+run with `trainer.steps=2`, a probe with other overrides, a recipe since changed)
+are counted apart and named below the table, never averaged in. Of several pinned
+finished runs with the same seed (and sweep cell) the newest counts.
+
+For each row: the experiment file, the paper's value (experiments/paper_values.yaml,
+with where it comes from), ours as mean, sample standard deviation and number of
+seeds, the plain LSTM on the same setup, the firing rates of layer 0, the energy
+proxy (snn_lstm.energy), the wall time of a run and the machines the runs ran on.
+A row with a `grid` gets a second table, one cell per value pair of the sweep.
+
+A document holds a generated block per table, written between two markers:
+
+    <!-- snnlstm report: table1 -->
+    (the report's table1, rewritten by each `snnlstm report docs=[...]`)
+    <!-- /snnlstm report -->
+
+so the numbers in the README and experiments/*.md come from the runs behind them and
+from nowhere else. The report is also logged to MLflow as the artifacts of a run
 named `report`.
 """
 
@@ -18,9 +34,12 @@ import base64
 import html
 import logging
 import math
+import re
 import shutil
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +51,33 @@ from snn_lstm.config import CONFIG_PATH
 from snn_lstm.energy import ENERGY_SOURCE, PARTS
 from snn_lstm.errors import UserError, reports_user_errors, run_reporting_errors
 from snn_lstm.figures import plot_alpha_grid, plot_firing_rates, plot_surrogates, plot_training_curves
+from snn_lstm.recipes import RECIPE_TAG, Experiment, experiments
 from snn_lstm.tracking import make_tracker, resolve_tracking_uri, store_error
 
 log = logging.getLogger("snnlstm.report")
 
+Cell = tuple[str, ...]  # the values of a row's grid parameters; () for a row without a grid
+BLOCK = re.compile(r"(<!-- snnlstm report: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /snnlstm report -->)", re.S)
+OPENING = re.compile(r"<!-- snnlstm report: ")
+
 
 @dataclass
 class Summary:
-    """One row's runs: the final value of the table's metric per seed, and the means
-    of the other final metrics."""
+    """The runs counted for one row (or one cell of a grid row), one per seed."""
 
     metric: str
     run_ids: list[str] = field(default_factory=list)
     run_metrics: list[dict[str, float]] = field(default_factory=list)
+    wall_seconds: list[float] = field(default_factory=list)
+    machines: set[str] = field(default_factory=set)
+
+    def add(self, run: Any) -> None:
+        self.run_ids.append(run.info.run_id)
+        self.run_metrics.append(dict(run.data.metrics))
+        if run.info.end_time and run.info.start_time:
+            self.wall_seconds.append((run.info.end_time - run.info.start_time) / 1000)
+        if "machine" in run.data.tags:
+            self.machines.add(run.data.tags["machine"])
 
     @property
     def values(self) -> list[float]:
@@ -69,6 +102,21 @@ class Summary:
         return statistics.stdev(self.values) if self.count > 1 else None
 
 
+@dataclass
+class Tally:
+    """What the report makes of the runs: the counted ones by (table, row, cell), and
+    how many runs under each row's tags were left out for another recipe."""
+
+    summaries: dict[tuple[str, str, Cell], Summary]
+    not_counted: Counter
+
+    def row(self, table: str, row: str) -> Summary | None:
+        return self.summaries.get((table, row, ()))
+
+    def cells(self, table: str, row: str) -> dict[Cell, Summary]:
+        return {cell: s for (t, r, cell), s in self.summaries.items() if (t, r) == (table, row) and cell}
+
+
 def load_paper_values(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     beside_package = Path(__file__).resolve().parents[1] / path  # a relative default read from outside the clone
@@ -83,6 +131,12 @@ def load_paper_values(path: str | Path) -> dict[str, Any]:
     if not isinstance(tables, dict) or not all(isinstance(t, dict) and "metric" in t and "rows" in t for t in tables.values()):
         raise UserError(f"{path}: every table needs a metric and rows (see experiments/paper_values.yaml)")
     return tables
+
+
+@lru_cache(maxsize=1)
+def pinned_experiments() -> dict[tuple[str, str], Experiment]:
+    """(paper_table, row) -> the experiment file that fills it, its recipes as the files stand."""
+    return {(e.table, e.row): e for e in experiments() if e.table and e.row}
 
 
 def tagged_runs(uri: str, experiment: str) -> list[Any]:
@@ -107,21 +161,30 @@ def tagged_runs(uri: str, experiment: str) -> list[Any]:
     return [r for r in runs if r.info.status == "FINISHED" and "paper_table" in r.data.tags and "row" in r.data.tags]
 
 
-def summarise(runs: list[Any], tables: dict[str, Any]) -> dict[tuple[str, str], Summary]:
-    """(paper_table, row) -> Summary of the table's metric, the newest run per seed."""
-    newest: dict[tuple[str, str, str], Any] = {}
+def grid_cell(run: Any, grid: list[str]) -> Cell:
+    return tuple(run.data.params.get(name, "?") for name in grid)
+
+
+def summarise(runs: list[Any], tables: dict[str, Any], pinned: dict[tuple[str, str], Experiment]) -> Tally:
+    """Count each run pinned to its row's experiment file, the newest per seed (and cell)."""
+    newest: dict[tuple[str, str, Cell, str], Any] = {}
+    not_counted: Counter = Counter()
     for run in sorted(runs, key=lambda r: r.info.start_time):
         tags = run.data.tags
-        newest[(tags["paper_table"], tags["row"], tags.get("seed", "0"))] = run
-    summaries: dict[tuple[str, str], Summary] = {}
-    for (table, row, _), run in sorted(newest.items()):
-        metric = tables.get(table, {}).get("metric")
-        if metric not in run.data.metrics:
+        table, row = tags["paper_table"], tags["row"]
+        spec = tables.get(table, {})
+        entry = spec.get("rows", {}).get(row) or {}
+        if spec.get("metric") not in run.data.metrics:
             continue
-        summary = summaries.setdefault((table, row), Summary(metric))
-        summary.run_ids.append(run.info.run_id)
-        summary.run_metrics.append(dict(run.data.metrics))
-    return summaries
+        experiment = pinned.get((table, row))
+        if experiment is None or tags.get(RECIPE_TAG) not in experiment.recipes:
+            not_counted[(table, row)] += 1
+            continue
+        newest[(table, row, grid_cell(run, entry.get("grid", [])), tags.get("seed", "0"))] = run
+    summaries: dict[tuple[str, str, Cell], Summary] = {}
+    for (table, row, cell, _), run in sorted(newest.items()):
+        summaries.setdefault((table, row, cell), Summary(tables[table]["metric"])).add(run)
+    return Tally(summaries, not_counted)
 
 
 # ----------------------------------------------------------------- tables
@@ -160,20 +223,74 @@ def energy_text(summary: Summary | None) -> str:
     return f"{nanojoules(spiking)} = {100 * spiking / lstm:.1f}% of the LSTM's {nanojoules(lstm)}"
 
 
-HEADER = ["row", "paper", "ours: mean ± sd (seeds)", "plain LSTM, same setup", "firing i / f / g / o / c / h (layer 0)",
-          "energy proxy per sample"]
+def duration(seconds: float) -> str:
+    return f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
-def table_rows(name: str, spec: dict[str, Any], summaries: dict[tuple[str, str], Summary]) -> list[list[str]]:
+def wall_text(summaries: list[Summary]) -> str:
+    seconds = [s for summary in summaries for s in summary.wall_seconds]
+    if not seconds:
+        return "-"
+    low, high = min(seconds), max(seconds)
+    return duration(low) if high - low <= 0.05 * high else f"{duration(low)} - {duration(high)}"
+
+
+def machines_text(summaries: list[Summary]) -> str:
+    return "; ".join(sorted({m for summary in summaries for m in summary.machines})) or "-"
+
+
+HEADER = ["row", "experiment", "paper", "ours: mean ± sd (n seeds)", "plain LSTM, same setup",
+          "firing i / f / g / o / c / h (layer 0)", "energy proxy per sample", "wall time per run", "machine"]
+
+
+def table_rows(name: str, spec: dict[str, Any], tally: Tally, pinned: dict[tuple[str, str], Experiment]) -> list[list[str]]:
     metric, rows = spec["metric"], []
     for row, entry in spec["rows"].items():
         entry = entry or {}
-        ours = summaries.get((name, row))
+        experiment = pinned.get((name, row))
+        ours = tally.row(name, row)
+        counted = [ours] if ours else []
+        if entry.get("grid"):
+            cells = tally.cells(name, row)
+            counted = list(cells.values())
+            ours_text = f"{len(cells)} cells, below" if cells else "no runs"
+        else:
+            ours_text = fmt_summary(ours, metric)
         baseline = entry.get("baseline")
-        baseline_text = f"{fmt_summary(summaries.get((name, baseline)), metric)} [{baseline}]" if baseline else "-"
+        baseline_text = f"{fmt_summary(tally.row(name, baseline), metric)} [{baseline}]" if baseline else "-"
         paper = f"{fmt(entry.get('paper'), metric)} ({entry.get('source', 'no source given')})"
-        rows.append([row, paper, fmt_summary(ours, metric), baseline_text, rates_text(ours), energy_text(ours)])
+        rows.append([row, f"`{experiment.name}`" if experiment else "none", paper, ours_text, baseline_text,
+                     rates_text(ours), energy_text(ours), wall_text(counted), machines_text(counted)])
     return rows
+
+
+def grid_table(name: str, row: str, grid: list[str], metric: str, tally: Tally) -> tuple[list[str], list[list[str]]]:
+    """A two-parameter grid as rows of the first by columns of the second; any other as a list of cells."""
+    cells = tally.cells(name, row)
+
+    def order(value: str) -> tuple[float, str]:
+        try:
+            return float(value), value
+        except ValueError:
+            return math.inf, value
+
+    if len(grid) == 2:
+        firsts = sorted({cell[0] for cell in cells}, key=order)
+        seconds = sorted({cell[1] for cell in cells}, key=order)
+        header = [f"{grid[0]} \\ {grid[1]}", *seconds]
+        return header, [[first, *(fmt_summary(cells.get((first, second)), metric) for second in seconds)] for first in firsts]
+    return [*grid, "ours: mean ± sd (n seeds)"], [[*cell, fmt_summary(cells[cell], metric)] for cell in sorted(cells)]
+
+
+def not_counted_lines(name: str, spec: dict[str, Any], tally: Tally) -> list[str]:
+    return [f"`{row}`: {tally.not_counted[(name, row)]} run(s) with another recipe, not counted"
+            for row in spec["rows"] if tally.not_counted[(name, row)]]
+
+
+NOTE = (f"Energy proxy: synaptic operations per sample x {ENERGY_SOURCE}; accumulate 0.9 pJ, "
+        "multiply-accumulate 4.6 pJ (snn_lstm/energy.py). Firing rates on the first test batch after training. "
+        "Only runs pinned to the experiment file's recipe are counted; the spread is the sample standard deviation "
+        "over seeds.")
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -189,45 +306,95 @@ def html_table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def table_markdown(name: str, spec: dict[str, Any], tally: Tally, pinned) -> str:
+    """One table as the report prints it: the rows, each grid, the runs not counted."""
+    parts = [f"Metric: `{spec['metric']}` (last value of each run).", markdown_table(HEADER, table_rows(name, spec, tally, pinned))]
+    for row, entry in spec["rows"].items():
+        if (entry or {}).get("grid"):
+            parts += [f"`{row}`, mean ± sd (n seeds) per cell:", markdown_table(*grid_table(name, row, entry["grid"], spec["metric"], tally))]
+    parts += [line for line in ["\n".join(f"- {line}" for line in not_counted_lines(name, spec, tally))] if line]
+    return "\n\n".join(parts + [NOTE])
+
+
+def table_html(name: str, spec: dict[str, Any], tally: Tally, pinned) -> str:
+    parts = [f"<h2>{html.escape(spec['title'])}</h2><p>Metric: <code>{html.escape(spec['metric'])}</code></p>",
+             html_table(HEADER, table_rows(name, spec, tally, pinned))]
+    for row, entry in spec["rows"].items():
+        if (entry or {}).get("grid"):
+            parts += [f"<p>{html.escape(row)}, mean ± sd (n seeds) per cell:</p>",
+                      html_table(*grid_table(name, row, entry["grid"], spec["metric"], tally))]
+    parts += [f"<p>{html.escape(line)}</p>" for line in not_counted_lines(name, spec, tally)]
+    return "".join(parts)
+
+
 # ----------------------------------------------------------------- figures
-def draw_figures(uri: str, tables: dict[str, Any], runs: list[Any], summaries, folder: Path) -> dict[str, Path]:
-    """Every figure the runs allow, by caption."""
+def draw_figures(uri: str, tables: dict[str, Any], tally: Tally, folder: Path) -> dict[str, Path]:
+    """Every figure the counted runs allow, by caption."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
     folder.mkdir(parents=True, exist_ok=True)
     figures = {"Fig. 2d: Gaussian surrogates (alpha 4 and 0.3) beside the derivatives of sigmoid and tanh":
                plot_surrogates(folder / "fig2d_surrogates.png")}
-    sine = [r for r in runs if r.data.tags["paper_table"] == "fig4" and r.data.tags["row"] == "slstm"]
+    sine = tally.row("fig4", "slstm")
     if sine:
-        local = Path(client.download_artifacts(max(sine, key=lambda r: r.info.start_time).info.run_id, "figures", str(folder)))
+        local = Path(client.download_artifacts(sine.run_ids[0], "figures", str(folder)))
         for png in sorted(local.glob("*.png")):
             target = folder / f"fig4_{png.name}"
             shutil.move(str(png), target)
-            figures["Fig. 4: sine prediction over training iterations (newest spiking run)"] = target
+            figures["Fig. 4: sine prediction over training iterations (spiking LSTM, first seed)"] = target
         shutil.rmtree(local, ignore_errors=True)
-    grid = [(float(r.data.params.get("surrogate.alpha1", "nan")), float(r.data.params.get("surrogate.alpha2", "nan")),
-             r.data.metrics["test/acc"]) for r in runs
-            if r.data.tags["paper_table"] == "fig6" and "test/acc" in r.data.metrics]
-    if grid:
-        figures["Fig. 6: test accuracy over the alpha1 x alpha2 grid"] = plot_alpha_grid(grid, folder / "fig6_alpha_grid.png")
     for name, spec in tables.items():
+        for row, entry in spec["rows"].items():
+            grid = (entry or {}).get("grid", [])
+            cells = tally.cells(name, row)
+            if len(grid) == 2 and cells:
+                points = [(float(cell[0]), float(cell[1]), summary.mean) for cell, summary in cells.items()]
+                figures[f"{spec['title']}: {spec['metric']} over the {grid[0]} x {grid[1]} grid (mean over seeds)"] = \
+                    plot_alpha_grid(points, folder / f"{name}_{row}.png")
         val_metric = "val/" + spec["metric"].split("/", 1)[1]  # test/acc -> val/acc
         curves = {}
         for row in spec["rows"]:
-            summary = summaries.get((name, row))
+            summary = tally.row(name, row)
             history = client.get_metric_history(summary.run_ids[0], val_metric) if summary else []
             if history:
                 curves[row] = sorted((m.step, m.value) for m in history)
         if curves:
             figures[f"{spec['title']}: {val_metric} during training (first seed)"] = \
                 plot_training_curves(curves, val_metric, folder / f"curves_{name}.png")
-        rates = {row: [summaries[(name, row)].metrics[f"activity/l0/{part}"] for part in PARTS]
-                 for row in spec["rows"] if (name, row) in summaries and "activity/l0/h" in summaries[(name, row)].metrics}
+        rates = {row: [tally.row(name, row).metrics[f"activity/l0/{part}"] for part in PARTS]
+                 for row in spec["rows"] if tally.row(name, row) and "activity/l0/h" in tally.row(name, row).metrics}
         if rates:
             figures[f"{spec['title']}: firing rate per gate, layer 0"] = \
                 plot_firing_rates(rates, PARTS, folder / f"rates_{name}.png")
     return figures
+
+
+# ----------------------------------------------------------------- documents
+def filled_document(path: Path, blocks: dict[str, str]) -> str:
+    """The text of `path` with each generated block replaced by the report's table."""
+    if not path.is_file():
+        raise UserError(f"docs: {path} is not a file: give the documents whose report blocks to rewrite")
+    text = path.read_text()
+    found = list(BLOCK.finditer(text))
+    if not found or len(found) != len(OPENING.findall(text)):
+        raise UserError(f"docs: {path} needs each '<!-- snnlstm report: TABLE -->' closed by '<!-- /snnlstm report -->': "
+                        "fix its markers or leave it out of docs")
+    unknown = sorted({m["name"] for m in found} - set(blocks))
+    if unknown:
+        raise UserError(f"docs: {path} asks for table {unknown[0]}, which is not in the paper-values file: "
+                        f"use one of {', '.join(blocks)}")
+    return BLOCK.sub(lambda m: f"{m.group(1)}{blocks[m['name']]}\n{m.group(4)}", text)
+
+
+def fill_documents(paths: list[str], blocks: dict[str, str]) -> list[Path]:
+    """Every document checked before any is written, each replaced whole, so a bad one changes none."""
+    texts = {Path(path): filled_document(Path(path), blocks) for path in paths}
+    for path, text in texts.items():
+        partial = path.with_name(path.name + ".report-tmp")
+        partial.write_text(text)
+        partial.replace(path)
+    return list(texts)
 
 
 # ----------------------------------------------------------------- report
@@ -235,20 +402,20 @@ def write_report(cfg: DictConfig) -> list[Path]:
     tables = load_paper_values(cfg.paper_values)
     uri = resolve_tracking_uri(cfg.tracking.uri, cfg.paths.run_dir)
     runs = tagged_runs(uri, cfg.tracking.experiment)
-    log.info("%d tagged runs in %s", len(runs), uri)
+    pinned = pinned_experiments()
+    tally = summarise(runs, tables, pinned)
+    log.info("%d tagged runs in %s, %d counted", len(runs), uri, sum(s.count for s in tally.summaries.values()))
+    blocks = {name: table_markdown(name, spec, tally, pinned) for name, spec in tables.items()}
+    for path in cfg.docs:  # checked before anything is written
+        filled_document(Path(path), blocks)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summaries = summarise(runs, tables)
-    figures = draw_figures(uri, tables, runs, summaries, out / "figures")
-    note = (f"Energy proxy: synaptic operations per sample x {ENERGY_SOURCE}; accumulate 0.9 pJ, "
-            "multiply-accumulate 4.6 pJ (snn_lstm/energy.py). Firing rates on the first test batch after training.")
+    figures = draw_figures(uri, tables, tally, out / "figures")
     written = []
     if cfg.format == "md":
         for name, spec in tables.items():
             path = out / f"{name}.md"
-            text = f"# {spec['title']}\n\nMetric: `{spec['metric']}` (last value of each run).\n\n"
-            text += markdown_table(HEADER, table_rows(name, spec, summaries)) + f"\n\n{note}\n"
-            path.write_text(text)
+            path.write_text(f"# {spec['title']}\n\n{blocks[name]}\n")
             written.append(path)
         index = out / "README.md"
         index.write_text("# snnlstm report\n\n" + "\n".join(f"- [{spec['title']}]({name}.md)" for name, spec in tables.items())
@@ -256,8 +423,6 @@ def write_report(cfg: DictConfig) -> list[Path]:
                                                              for caption, path in figures.items()))
         written.append(index)
     else:
-        sections = [f"<h2>{html.escape(spec['title'])}</h2><p>Metric: <code>{html.escape(spec['metric'])}</code></p>"
-                    + html_table(HEADER, table_rows(name, spec, summaries)) for name, spec in tables.items()]
         images = [f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,"
                   f"{base64.b64encode(path.read_bytes()).decode()}'><figcaption>{html.escape(caption)}</figcaption></figure>"
                   for caption, path in figures.items()]
@@ -266,19 +431,21 @@ def write_report(cfg: DictConfig) -> list[Path]:
             "<!doctype html><html><head><meta charset='utf-8'><title>snnlstm report</title><style>"
             "body{font-family:sans-serif;max-width:75em;margin:auto}table{border-collapse:collapse}"
             "td,th{border:1px solid #bbb;padding:.3em .5em;font-size:.9em}img{max-width:100%}</style></head><body>"
-            f"<h1>snnlstm report</h1><p>{html.escape(note)}</p>" + "".join(sections) + "<h2>Figures</h2>" + "".join(images)
-            + "</body></html>"
+            f"<h1>snnlstm report</h1><p>{html.escape(NOTE)}</p>"
+            + "".join(table_html(name, spec, tally, pinned) for name, spec in tables.items())
+            + "<h2>Figures</h2>" + "".join(images) + "</body></html>"
         )
         written.append(page)
     written += list(figures.values())
-    return written
+    return written + fill_documents(list(cfg.docs), blocks)
 
 
 def log_report(cfg: DictConfig, files: list[Path]) -> str:
     tracker = make_tracker(cfg.tracking.backend, cfg.tracking.uri, cfg.tracking.experiment, cfg.paths.run_dir,
                            run_name="report", tags={"snnlstm_report": cfg.format})
     for path in files:
-        tracker.log_artifact(path, "report/figures" if path.parent.name == "figures" else "report")
+        if path.is_relative_to(Path(cfg.out_dir)):
+            tracker.log_artifact(path, "report/figures" if path.parent.name == "figures" else "report")
     tracker.finish("FINISHED")
     return tracker.describe()
 

@@ -9,7 +9,7 @@ every trial gets and, per override key, an Optuna distribution:
     params:
       optimizer.lr: {type: float, low: 1.0e-4, high: 3.0e-2, log: true}
       model.hidden_size: {type: int, low: 50, high: 300, step: 50}
-      surrogate.name: {type: categorical, choices: [gaussian, atan]}
+      model.surrogate: {type: categorical, choices: [gaussian, atan]}
 
 Each trial is one training run (in `<paths.run_dir>/search/<study>/trial_<n>`)
 whose objective is the best validation value of the task's monitor metric

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_module
-
 import snn_lstm.config  # noqa: F401  (registers the schemas and resolvers)
+from snn_lstm.recipes import compose_train  # noqa: F401  (the tests compose train configs as the report does)
 
 # Tests never touch the network: loaders that would download stop with an error instead.
 os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", SNNLSTM_OFFLINE="1")
@@ -34,9 +33,11 @@ BIN = Path(sys.executable).parent
 CONFIG_MODULE = "snn_lstm.conf"
 
 
-def write_tiny_idx(folder: Path, train: int = 96, test: int = 40, classes: int = 10, size: int = 28, seed: int = 0) -> Path:
+def write_tiny_idx(folder: Path, train: int = 96, test: int = 40, classes: int = 10, size: int = 28, seed: int = 0,
+                   vertical: bool = False) -> Path:
     """A dataset in MNIST's file layout, small enough for tests: each class is a
-    bright band at its own height, so a model can learn it in a few steps."""
+    bright band at its own height (or, `vertical`, at its own column: then every row
+    read as a step shows the class), so a model can learn it in a few steps."""
     import numpy as np
 
     from snn_lstm.data.idx import write_idx
@@ -46,8 +47,11 @@ def write_tiny_idx(folder: Path, train: int = 96, test: int = 40, classes: int =
         labels = rng.integers(0, classes, count).astype(np.uint8)
         images = rng.integers(0, 60, (count, size, size)).astype(np.uint8)
         for image, label in zip(images, labels):
-            row = int(label) * size // classes
-            image[row : row + 2] = 250
+            start = int(label) * size // classes
+            if vertical:
+                image[:, start : start + 2] = 250
+            else:
+                image[start : start + 2] = 250
         write_idx(folder / f"{split}-images-idx3-ubyte.gz", images)
         write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels)
     return folder
@@ -112,11 +116,6 @@ TINY = {
     "speech": ["task.speakers=[jackson,theo]", "task.num_samples=2048"],
 }
 TINY_IMAGES = TINY["image"]
-
-
-def compose_train(overrides: list[str] | None = None):
-    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-        return compose(config_name="train", overrides=overrides or [])
 
 
 @pytest.fixture

@@ -100,7 +100,7 @@ CONTROLS = {kind: [*args, f"run_name=control_{kind.split(':')[1]}"] if kind.star
 SCHEMAS = [
     ("train:sine", "", schema.TrainConfig), ("train:sine", "task.", schema.SineTaskConfig),
     ("train:sine", "encoder.", schema.EncoderConfig), ("train:sine", "model.", schema.SpikingLSTMConfig),
-    ("train:sine", "surrogate.", schema.SurrogateConfig), ("train:sine", "optimizer.", schema.OptimizerConfig),
+    ("train:sine", "optimizer.", schema.OptimizerConfig),
     ("train:sine", "trainer.", schema.TrainerConfig), ("train:sine", "tracking.", schema.TrackingConfig),
     ("train:sine", "paths.", schema.PathsConfig), ("train:lstm", "model.", schema.LSTMConfig),
     ("train:image", "task.", schema.ImageTaskConfig), ("train:image", "task.distill.", schema.DistillConfig),
@@ -394,6 +394,13 @@ def file_cases(workspace: Path) -> list[tuple[str, list[str], str]]:
     (workspace / "files" / "values.yaml").write_text("table1: [unclosed\n")
     cases.append(("report: malformed paper values", [*BASES["report"][:-1], "paper_values={ws}/files/values.yaml"],
                   "values.yaml"))
+    for label, text in {"a block never closed": "<!-- snnlstm report: table1 -->\nnumbers\n",
+                        "a block of an unknown table": "<!-- snnlstm report: table9 -->\n<!-- /snnlstm report -->\n",
+                        "no block": "# prose only\n"}.items():
+        document = workspace / "files" / f"doc_{label.replace(' ', '_')}.md"
+        document.write_text(text)
+        cases.append((f"report document: {label}", [*BASES["report"], f"docs=[{document}]"], document.name))
+    cases.append(("report document: missing", [*BASES["report"], "docs=[{ws}/files/no_such.md]"], "no_such.md"))
     (workspace / "files" / "not_a_folder").write_text("a file\n")
     cases.append(("a run folder that is a file", [*TRAIN[:-2], "paths.run_dir={ws}/files/not_a_folder", COMMON[2]],
                   "not_a_folder"))

@@ -1,6 +1,12 @@
 """`snnlstm bench` runs, prints the comparison table and logs it to MLflow."""
 
+import time
+
+import pytest
+import torch
 from mlflow.tracking import MlflowClient
+
+from snn_lstm.bench import interleaved_medians_ms, saved_for_backward_bytes
 
 from conftest import snnlstm
 
@@ -24,10 +30,39 @@ def test_bench_prints_and_logs_the_table(tmp_path, cli_env):
     client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("snnlstm").experiment_id])
     assert run.data.tags["verb"] == "bench"
-    assert run.data.metrics["bench/tiny/slstm_auto_cpp/train_ms"] > 0
-    assert run.data.metrics["bench/tiny/slstm_auto_cpp_bfloat16/train_ms"] > 0
-    assert run.data.metrics["bench/tiny/nn.LSTM/train_ratio"] == 1.0
+    metrics = run.data.metrics
+    for model in ("slstm_auto_cpp", "slstm_auto_cpp_bfloat16", "slstm_reference"):
+        for kind in ("train", "inference", "saved"):  # each ratio is to nn.LSTM's own measurement of the same kind
+            value = metrics[f"bench/tiny/{model}/{kind}_{'mb' if kind == 'saved' else 'ms'}"]
+            unit = metrics[f"bench/tiny/nn.LSTM/{kind}_{'mb' if kind == 'saved' else 'ms'}"]
+            assert metrics[f"bench/tiny/{model}/{kind}_ratio"] == pytest.approx(value / unit)
+    # the fused engine keeps the binary state as bits for backward; the reference keeps autograd's float tensors
+    assert metrics["bench/tiny/slstm_auto_cpp/saved_mb"] < metrics["bench/tiny/slstm_reference/saved_mb"]
+    printed = {line.split("|")[2].strip(): line.split("|") for line in lines}
+    assert float(printed["slstm[reference]"][6]) == pytest.approx(metrics["bench/tiny/slstm_reference/train_ms"], abs=0.006)
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["bench.md"]
+
+
+def test_the_timer_takes_the_median_of_interleaved_runs():
+    calls = []
+
+    def sleeper(name: str, seconds: float):
+        return lambda: (calls.append(name), time.sleep(seconds))
+
+    ms = interleaved_medians_ms({"slow": sleeper("slow", 0.02), "fast": sleeper("fast", 0.0)}, repeats=3, warmup=1,
+                                device=torch.device("cpu"))
+    assert calls == ["slow", "fast"] + ["slow", "fast"] * 3  # warm-up of each, then in turn
+    assert ms["slow"] >= 20 and ms["fast"] < ms["slow"]  # a sleep never ends early
+
+
+def test_saved_bytes_count_each_storage_once():
+    weight = torch.randn(64, 64, requires_grad=True)
+
+    def forward():
+        hidden = weight * 2.0  # mul saves nothing of its own for a constant factor
+        return (hidden.sin() * hidden.sin()).sum()  # saves hidden (twice, one storage) and the two sines
+
+    assert saved_for_backward_bytes(forward) == 3 * 64 * 64 * 4
 
 
 def test_bench_rejects_a_bad_shape(tmp_path, cli_env):

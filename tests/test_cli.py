@@ -10,6 +10,9 @@ from pathlib import Path
 import torch
 from mlflow.tracking import MlflowClient
 
+from snn_lstm.checkpoint import save_checkpoint
+from snn_lstm.recipes import compose_train, recipe_hash
+
 from conftest import snnlstm
 
 SMOKE = ["trainer=smoke", "task.seq_len=12", "task.val_size=8", "task.test_size=8", "model.hidden_size=16"]
@@ -39,16 +42,16 @@ def test_unknown_verb_is_one_line(tmp_path, cli_env):
 
 def test_cfg_job_prints_the_composed_config(tmp_path, cli_env):
     out = snnlstm(["train", "--cfg", "job", "model=lstm", "seed=3"], tmp_path, cli_env).stdout
-    assert "name: lstm" in out and "seed: 3" in out and "surrogate:" in out
+    assert "name: lstm" in out and "seed: 3" in out and "optimizer:" in out
 
 
 def test_python_dash_m_works(tmp_path, cli_env):
     result = subprocess.run(
-        [sys.executable, "-m", "snn_lstm.train", "--cfg", "job", "surrogate=atan"],
+        [sys.executable, "-m", "snn_lstm.train", "--cfg", "job", "model/surrogate=atan"],
         cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert "name: atan" in result.stdout
+    assert "surrogate: atan" in result.stdout and "alpha2: 1.4" in result.stdout
 
 
 def test_train_then_evaluate_with_mlflow(tmp_path, cli_env):
@@ -70,9 +73,12 @@ def test_train_then_evaluate_with_mlflow(tmp_path, cli_env):
     assert run.data.tags["task"] == "sine" and run.data.tags["model"] == "slstm" and run.data.tags["seed"] == "0"
     assert run.data.tags["monitor"] == "mse" and run.data.tags["monitor_mode"] == "min"
     assert "mlflow.parentRunId" not in run.data.tags and "sweep_id" not in run.data.tags  # not a sweep: no parent
+    assert run.data.tags["recipe"] == recipe_hash(compose_train(SMOKE))  # run_name and paths are not part of it
+    assert run.data.tags["recipe"] != recipe_hash(compose_train([*SMOKE, "trainer.steps=5"]))
+    assert run.data.tags["machine"].startswith("cpu: ")
     best_so_far = [m.value for m in client.get_metric_history(run.info.run_id, "val/best_mse")]
     assert best_so_far == sorted(best_so_far, reverse=True) and len(best_so_far) == 2  # after each validation
-    assert run.data.params["model.hidden_size"] == "16" and run.data.params["surrogate.alpha2"] == "0.3"
+    assert run.data.params["model.hidden_size"] == "16" and run.data.params["model.alpha2"] == "0.3"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1, 2, 3, 4]
     assert {"val/mse", "test/mse", "test/baseline_mse"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -88,6 +94,20 @@ def test_train_then_evaluate_with_mlflow(tmp_path, cli_env):
     history = client.get_metric_history(run.info.run_id, "test/mse")
     assert [m.value for m in history] == [logged, logged]  # training's and evaluate's, same step
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
+
+    # a checkpoint from before the model group held the size and the surrogate still loads
+    old = torch.load(folder / "last.pt", weights_only=True)
+    model = old["model_args"]["model"]
+    old["model_args"]["surrogate"] = {"name": model.pop("surrogate"), "alpha1": model.pop("alpha1"),
+                                      "alpha2": model.pop("alpha2")}
+    old["config"]["surrogate"] = dict(old["model_args"]["surrogate"])
+    old["config"]["task"]["hidden_size"] = model["hidden_size"]
+    for key in ("surrogate", "alpha1", "alpha2"):
+        del old["config"]["model"][key]
+    del old["digest"], old["format"]
+    save_checkpoint(old, tmp_path / "old.pt")
+    evaluated = snnlstm(["evaluate", f"ckpt={tmp_path / 'old.pt'}", "tracking=none"], tmp_path, cli_env)
+    assert float(dict(line.split("=", 1) for line in evaluated.stdout.split())["test/mse"]) == logged
 
 
 def test_resume_continues_to_the_same_weights(tmp_path, cli_env):

@@ -29,14 +29,14 @@ def test_groups_have_the_required_options():
     assert {"sine", "smnist", "semnist", "pmnist", "psmnist", "char_lm", "word_lm"} <= set(options("task"))
     assert set(options("encoder")) == {"bernoulli", "identity"}
     assert set(options("model")) == {"slstm", "lstm"}
-    assert set(options("surrogate")) == {"gaussian", "piecewise_linear", "fast_sigmoid", "atan", "straight_through"}
+    assert set(options("model/surrogate")) == {"gaussian", "piecewise_linear", "fast_sigmoid", "atan", "straight_through"}
     assert {"adam"} <= set(options("optimizer"))
     assert {"default", "smoke"} <= set(options("trainer"))
     assert set(options("tracking")) == {"mlflow", "none"}
     assert (CONF / "experiment").is_dir() and (CONF / "paths" / "default.yaml").exists()
 
 
-GROUPS = ("task", "encoder", "model", "surrogate", "optimizer", "trainer", "tracking")
+GROUPS = ("task", "encoder", "model", "optimizer", "trainer", "tracking")
 
 
 def all_pairs(groups: list[list[str]]) -> list[tuple[str, ...]]:
@@ -64,24 +64,26 @@ def test_every_pair_of_group_options_composes():
         for choice in combinations:
             overrides = [f"{group}={option}" for group, option in zip(GROUPS, choice)]
             config = OmegaConf.to_container(compose(config_name="train", overrides=overrides), resolve=True)
-            assert [config[group]["name"] for group in ("task", "encoder", "model", "surrogate")] == list(choice[:4])
-            assert config["tracking"]["backend"] == ("none" if choice[6] == "none" else "mlflow")
+            assert [config[group]["name"] for group in ("task", "encoder", "model")] == list(choice[:3])
+            assert config["tracking"]["backend"] == ("none" if choice[5] == "none" else "mlflow")
 
 
 BUILDS = [(task, encoder, model, "gaussian") for task in options("task") for encoder in options("encoder")
-          for model in options("model")] + [("sine", "bernoulli", "slstm", s) for s in options("surrogate")]
+          for model in options("model")] + [("sine", "bernoulli", "slstm", s) for s in options("model/surrogate")]
 
 
 @pytest.mark.parametrize("task, encoder, model, surrogate", BUILDS)
 def test_each_task_encoder_model_and_surrogate_builds_and_steps(task, encoder, model, surrogate, tiny_data_dir):
-    overrides = [f"task={task}", f"encoder={encoder}", f"model={model}", f"surrogate={surrogate}", "trainer=smoke",
-                 f"paths.data_dir={tiny_data_dir}"]
+    overrides = [f"task={task}", f"encoder={encoder}", f"model={model}", "trainer=smoke", f"paths.data_dir={tiny_data_dir}"]
+    if model == "slstm":  # the surrogate family is the spiking model's
+        overrides.append(f"model/surrogate={surrogate}")
     kind = compose_train([f"task={task}"]).task.kind
     cfg = compose_train(overrides + TINY[kind] + [f"paths.cache_dir={tiny_data_dir / 'cache'}"])
     config = OmegaConf.to_container(cfg, resolve=True)
     built_task = build_task(config["task"], encoder=encoder, data_dir=config["paths"]["data_dir"], seed=0, eval_limit=8,
                             cache_dir=config["paths"]["cache_dir"])
-    net = build_model(**model_args(config["model"], config["surrogate"], built_task.input_size, built_task.output_size, built_task.readout))
+    assert model == "lstm" or config["model"]["surrogate"] == surrogate
+    net = build_model(**model_args(config["model"], built_task.input_size, built_task.output_size, built_task.readout))
     optim = instantiate(cfg.optimizer, "optimizer", params=net.parameters())
     x, y = built_task.train_batch(0, 2)
     output, _ = net(x)
@@ -97,7 +99,7 @@ def test_each_task_encoder_model_and_surrogate_builds_and_steps(task, encoder, m
         ("model.hiden_size=3", "hiden_size"),
         ("model.hidden_size=many", "hidden_size"),
         ("trainer.steps=1.5", "steps"),
-        ("surrogate.alpha1=wide", "alpha1"),
+        ("model.alpha1=wide", "alpha1"),
         ("task=nonexistent", "nonexistent"),
         ("bogus_key=1", "bogus_key"),
     ],
@@ -112,9 +114,17 @@ def test_wrong_key_or_type_fails_while_composing(override, fragment):
     assert fragment in " ".join(chain)
 
 
-def test_model_hidden_size_follows_the_task_unless_set():
-    assert compose_train().model.hidden_size == 100
-    assert compose_train(["model.hidden_size=7"]).model.hidden_size == 7
+def test_the_model_group_holds_every_argument_of_the_backbone():
+    """conf/model/slstm.yaml maps one to one onto SpikingLSTM(input_size, ...): no size in
+    the task, no surrogate in a group of its own."""
+    from snn_lstm.spiking import SpikingLSTM
+
+    config = OmegaConf.to_container(compose_train(["model/surrogate=atan", "model.hidden_size=7"]), resolve=True)
+    arguments = {key: value for key, value in config["model"].items() if key != "name"}
+    layer = SpikingLSTM(3, **arguments)
+    assert layer.hidden_size == 7 and layer.spike.gate.name == "atan" and layer.spike.candidate.width == 1.4
+    assert "hidden_size" not in config["task"] and "surrogate" not in config
+    assert compose_train(["experiment=paper/fig4/slstm"]).model.hidden_size == 100  # the paper's sine network
 
 
 def test_targets_outside_the_allow_list_are_refused():

@@ -5,36 +5,39 @@ from pathlib import Path
 import pytest
 import torch
 
+from snn_lstm.recipes import experiment_names, experiments, load_experiment
+from snn_lstm.report import load_paper_values
 from snn_lstm.train import train
 
 from conftest import TINY, compose_train
 
-EXPERIMENTS = sorted(
-    str(p.relative_to(Path(__file__).resolve().parents[1] / "conf" / "experiment").with_suffix(""))
-    for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment").rglob("*.yaml")
-)
+EXPERIMENTS = experiment_names()
 STEPS = ["trainer.steps=2", "trainer.epochs=null", "trainer.eval_every=1", "trainer.eval_limit=8", "trainer.batch_size=4",
         "trainer.progress=false", "tracking=none"]
 
 
 def test_there_are_experiments():
-    assert {"paper/fig4/slstm", "paper/table1/slstm", "paper/table1/slstm_labels", "paper/table1/lstm", "paper/table2/slstm", "paper/table2/lstm",
-            "paper/fig6/alpha_grid", "beyond/psmnist/slstm", "paper/fsdd/slstm", "paper/fsdd/lstm",
-            "beyond/fsdd/slstm", "beyond/fsdd/lstm"} <= set(EXPERIMENTS)
+    assert {"paper/fig4/slstm", "paper/table1/slstm", "paper/table1/slstm_distilled", "paper/table1/lstm",
+            "paper/table2/slstm", "paper/table2/lstm", "paper/fig6/alpha_grid", "beyond/psmnist/slstm", "paper/fsdd/slstm",
+            "paper/fsdd/lstm", "beyond/fsdd/slstm", "beyond/fsdd/lstm"} <= set(EXPERIMENTS)
     assert len([e for e in EXPERIMENTS if e.startswith("paper/table3/")]) == 8
 
 
-def test_alpha_study_sweeps_a_grid():
-    from hydra import compose, initialize_config_module
+def test_every_experiment_has_its_row_and_every_row_its_experiment():
+    rows = {(table, row) for table, spec in load_paper_values("experiments/paper_values.yaml").items() for row in spec["rows"]}
+    found = [(e.table, e.row) for e in experiments()]
+    assert len(found) == len(set(found)), "two experiment files fill one row"
+    assert set(found) == rows
 
-    with initialize_config_module(config_module="snn_lstm.conf", version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["experiment=paper/fig6/alpha_grid"], return_hydra_config=True)
-    params = cfg.hydra.sweeper.params
-    assert len(params["surrogate.alpha1"].split(",")) * len(params["surrogate.alpha2"].split(",")) >= 12
+
+def test_alpha_study_sweeps_a_grid_of_recipes():
+    study = load_experiment("paper/fig6/alpha_grid")
+    assert len(study.recipes) == 20  # 5 x 4 cells, each its own recipe
+    assert load_experiment("paper/table1/slstm").recipes.isdisjoint(study.recipes)
 
 
 # Experiments that distil from another experiment's checkpoint, and that experiment.
-TEACHERS = {"paper/table1/slstm": "paper/table1/teacher"}
+TEACHERS = {"paper/table1/slstm_distilled": "paper/table1/teacher"}
 
 
 def tiny(experiment: str, tmp_path: Path, data_dir: Path):

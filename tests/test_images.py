@@ -10,7 +10,8 @@ import torch
 
 from snn_lstm.data.idx import MNIST, emnist, load_split, read_idx, write_idx
 from snn_lstm.errors import UserError
-from snn_lstm.models import build_model
+from snn_lstm.checkpoint import load_checkpoint
+from snn_lstm.models import build_model, model_from_checkpoint
 from snn_lstm.tasks import build_task
 
 from conftest import TINY_IMAGES, snnlstm, write_tiny_idx
@@ -93,7 +94,7 @@ def test_bernoulli_batches_are_fresh_per_step_and_fixed_for_evaluation(tiny_data
     assert torch.equal(task.train_batch(0, 8)[0], x0)  # a step's batch is replayable
     per_epoch = task.train_size // 8
     assert not torch.equal(task.train_batch(per_epoch, 8)[1], y0)  # the next epoch is reshuffled
-    model = build_model({"name": "lstm", "hidden_size": 8, "num_layers": 1}, {}, 28, 10, "last")
+    model = build_model({"name": "lstm", "hidden_size": 8, "num_layers": 1}, 28, 10, "last")
     assert task.evaluate(model, "test", torch.device("cpu")) == task.evaluate(model, "test", torch.device("cpu"))
 
 
@@ -101,7 +102,7 @@ def test_evaluation_averages_the_probabilities_of_k_draws(tiny_data_dir):
     from snn_lstm.encoders import SPLIT_STREAMS, bernoulli_spikes, make_generator
 
     torch.manual_seed(0)
-    model = build_model({"name": "lstm", "hidden_size": 8, "num_layers": 1}, {}, 28, 10, "last").eval()
+    model = build_model({"name": "lstm", "hidden_size": 8, "num_layers": 1}, 28, 10, "last").eval()
     single = build_task(image_cfg(), encoder="bernoulli", data_dir=tiny_data_dir, seed=0, eval_limit=None)
     triple = build_task(image_cfg(eval_draws=3), encoder="bernoulli", data_dir=tiny_data_dir, seed=0, eval_limit=None)
     x, y = single.sequences(single.images["test"]), single.labels["test"]  # 40 images: one evaluation batch
@@ -120,7 +121,7 @@ def save_teacher(path, task_cfg, hidden=8):
     from snn_lstm.checkpoint import save_checkpoint
     from snn_lstm.models import model_args
 
-    args = model_args({"name": "lstm", "hidden_size": hidden, "num_layers": 1}, {}, 28, 10, "mean")
+    args = model_args({"name": "lstm", "hidden_size": hidden, "num_layers": 1}, 28, 10, "mean")
     teacher = build_model(**args)
     save_checkpoint({"config": {"task": task_cfg, "encoder": {"name": "identity"}}, "model_args": args,
                      "model": teacher.state_dict(), "step": 0}, path)
@@ -198,10 +199,18 @@ def test_gzip_and_raw_copies_are_both_found(tmp_path):
 
 def test_evaluate_scores_a_checkpoint_with_k_draws(tmp_path, tiny_data_dir, cli_env):
     run_dir = tmp_path / "runs"
-    snnlstm(["train", "task=smnist", *TINY_IMAGES, "trainer=smoke", "task.hidden_size=8", f"paths.data_dir={tiny_data_dir}",
+    snnlstm(["train", "task=smnist", *TINY_IMAGES, "trainer=smoke", "model.hidden_size=8", f"paths.data_dir={tiny_data_dir}",
              f"paths.run_dir={run_dir}", "tracking=none", "run_name=img"], tmp_path, cli_env)
     ckpt = run_dir / "smnist/img/last.pt"
     out = snnlstm(["evaluate", f"ckpt={ckpt}", "draws=4", f"paths.data_dir={tiny_data_dir}", f"paths.run_dir={run_dir}",
                    "tracking=none"], tmp_path, cli_env).stdout
     printed = dict(line.split("=", 1) for line in out.split())
-    assert set(printed) == {"test/acc_draws4", "test/loss_draws4"} and 0 <= float(printed["test/acc_draws4"]) <= 1
+    assert set(printed) == {"test/acc_draws4", "test/loss_draws4"}
+    # the numbers are those of the checkpoint's model, its probabilities averaged over 4 draws of the test spikes
+    checkpoint = load_checkpoint(ckpt)
+    model = model_from_checkpoint(checkpoint).eval()
+    task = build_task({**checkpoint["config"]["task"], "eval_draws": 4}, encoder="bernoulli", data_dir=tiny_data_dir,
+                      seed=0, eval_limit=checkpoint["config"]["trainer"]["eval_limit"])
+    expected = task.evaluate(model, "test", torch.device("cpu"))
+    assert float(printed["test/acc_draws4"]) == pytest.approx(expected["acc"], abs=1e-6)
+    assert float(printed["test/loss_draws4"]) == pytest.approx(expected["loss"], rel=1e-5)

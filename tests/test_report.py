@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.image
@@ -10,9 +11,12 @@ import torch
 from hydra import compose, initialize_config_module
 
 from snn_lstm.energy import AC_PJ, MAC_PJ, energy_metrics, lstm_macs, spiking_activity
+from snn_lstm.errors import UserError
 from snn_lstm.figures import plot_surrogates
+from snn_lstm.recipes import compose_train, recipe_hash
 from snn_lstm.report import write_report
-from snn_lstm.spiking import SpikingLSTM
+from snn_lstm.spiking import SpikingLSTM, spiking_lstm_step, unpack_spikes
+from snn_lstm.spiking.lstm import pack_spikes
 from snn_lstm.tracking import MlflowTracker
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -37,6 +41,38 @@ def test_spike_counts_give_the_accumulates_and_rates():
     assert 0 < activity["activity/l0/h"] < 1  # the test says something only if some units fire
 
 
+@pytest.mark.parametrize("engine, matmul_dtype", [("reference", "float32"), ("torch", "float32"), ("cpp", "float32"),
+                                                  ("cpp", "bfloat16"), ("torch", "float16")])
+def test_activity_is_what_the_models_own_engine_computed(engine, matmul_dtype):
+    # rates from the engine that trained the run, in its precision: they must agree with
+    # that model's own outputs, and the record with the reference step's gates
+    torch.manual_seed(1)
+    model = SpikingLSTM(6, 16, num_layers=2, engine=engine, matmul_dtype=matmul_dtype, init="normal")
+    x = (torch.rand(9, 4, 6) < 0.4).float()
+    with torch.no_grad():
+        output, _ = model(x)
+    activity = spiking_activity(model, x)
+    assert activity["activity/l1/h"] == pytest.approx(output.mean().item())
+    assert 0 < activity["activity/l1/h"] < 1
+    _, _, records = model.forward_with_spikes(x)
+    reference = SpikingLSTM(6, 16, num_layers=2, engine="reference", init="normal")
+    reference.load_state_dict(model.state_dict())
+    _, _, expected = reference.forward_with_spikes(x)
+    if matmul_dtype == "float32":  # rounded products may flip a spike near threshold
+        assert all(torch.equal(a, b) for a, b in zip(records, expected))
+    h = x  # the record, against the step function run by hand
+    for layer, bits in enumerate(expected):
+        state = c = torch.zeros(4, 16)
+        packed, outputs = [], []
+        for x_t in h:
+            state, c, gates = spiking_lstm_step(x_t, state, c, *reference.layer_parameters(layer), reference.spike)
+            packed.append(pack_spikes(*gates, c))
+            outputs.append(state)
+        h = torch.stack(outputs)
+        assert torch.equal(torch.stack(packed), bits)
+        assert torch.equal(unpack_spikes(bits)["h"], h)
+
+
 def test_real_valued_inputs_are_multiplied_and_energy_uses_the_constants():
     torch.manual_seed(0)
     model = SpikingLSTM(4, 8, engine="reference", init="normal")
@@ -51,10 +87,12 @@ def test_real_valued_inputs_are_multiplied_and_energy_uses_the_constants():
     assert "energy/slstm_nj" not in plain and plain["ops/lstm_mac_per_sample"] == lstm_macs(4, 8, 1, 5)
 
 
-def add_run(uri: str, table: str, row: str, seed: int, metrics: dict[str, float], history=(), params=None,
-            figure: Path | None = None) -> str:
-    tracker = MlflowTracker(uri, "snnlstm", run_name=f"{row}-{seed}",
-                            tags={"paper_table": table, "row": row, "seed": seed})
+def add_run(uri: str, experiment: str, seed: int, metrics: dict[str, float], history=(), params=None,
+            figure: Path | None = None, overrides=()) -> str:
+    """A finished run as `snnlstm train experiment=... <overrides>` logs it: the file's tags and the recipe hash."""
+    cfg = compose_train([f"experiment={experiment}", *overrides])
+    tags = {**cfg.tags, "seed": seed, "recipe": recipe_hash(cfg), "machine": "cpu: test machine"}
+    tracker = MlflowTracker(uri, "snnlstm", run_name=f"{cfg.tags.row}-{seed}", tags=tags)
     tracker.log_params(params or {})
     if figure is not None:
         tracker.log_artifact(figure, "figures")
@@ -65,39 +103,54 @@ def add_run(uri: str, table: str, row: str, seed: int, metrics: dict[str, float]
     return tracker.run_id
 
 
+GRID = "paper/fig6/alpha_grid"
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
     uri = "sqlite:///" + str(tmp_path_factory.mktemp("mlflow") / "mlflow.db")
     activity = {"activity/l0/i": 0.4, "activity/l0/f": 0.5, "activity/l0/g": 0.3, "activity/l0/o": 0.4,
                 "activity/l0/c": 0.2, "activity/l0/h": 0.1, "energy/slstm_nj": 10.0, "energy/lstm_nj": 200.0}
-    add_run(uri, "table1", "slstm", 1, {"test/acc": 0.50})  # replaced by the newer run of seed 1
-    add_run(uri, "table1", "slstm", 0, {"test/acc": 0.98, **activity}, history=[(10, 0.9), (20, 0.95)])
-    add_run(uri, "table1", "slstm", 1, {"test/acc": 0.97, **activity})
-    add_run(uri, "table1", "lstm", 0, {"test/acc": 0.99, "energy/lstm_nj": 200.0}, history=[(10, 0.92), (20, 0.97)])
+    add_run(uri, "paper/table1/slstm", 1, {"test/acc": 0.50})  # replaced by the newer run of seed 1
+    add_run(uri, "paper/table1/slstm", 0, {"test/acc": 0.98, **activity}, history=[(10, 0.9), (20, 0.95)])
+    add_run(uri, "paper/table1/slstm", 1, {"test/acc": 0.97, **activity})
+    add_run(uri, "paper/table1/slstm", 2, {"test/acc": 0.11}, overrides=["trainer.steps=2"])  # a smoke run: not counted
+    add_run(uri, "paper/table1/slstm", 3, {"test/acc": 0.12}, overrides=["model.hidden_size=16"])  # a probe: not counted
+    add_run(uri, "paper/table1/lstm", 0, {"test/acc": 0.99, "energy/lstm_nj": 200.0}, history=[(10, 0.92), (20, 0.97)])
     sine_figure = plot_surrogates(tmp_path_factory.mktemp("figure") / "sine_predictions.png")  # any PNG will do
-    add_run(uri, "fig4", "slstm", 0, {"test/mse": 0.013}, figure=sine_figure)
-    for alpha1, alpha2, acc in ((1, 0.3, 0.9), (4, 0.3, 0.86), (1, 1, 0.91), (4, 1, 0.88)):
-        add_run(uri, "fig6", "alpha_grid", 0, {"test/acc": acc},
-                params={"surrogate.alpha1": alpha1, "surrogate.alpha2": alpha2})
+    add_run(uri, "paper/fig4/slstm", 0, {"test/mse": 0.013}, figure=sine_figure)
+    for seed, alpha1, alpha2, acc in ((0, 1, 0.3, 0.9), (1, 1, 0.3, 0.8), (0, 4, 0.3, 0.86), (0, 1, 1, 0.91), (0, 4, 1, 0.88)):
+        add_run(uri, GRID, seed, {"test/acc": acc}, params={"model.alpha1": float(alpha1), "model.alpha2": float(alpha2)},
+                overrides=[f"model.alpha1={alpha1}", f"model.alpha2={alpha2}"])
+    add_run(uri, GRID, 2, {"test/acc": 0.05}, params={"model.alpha1": 1.0, "model.alpha2": 0.3},
+            overrides=["model.alpha1=1", "model.alpha2=0.3", "model.hidden_size=200"])  # another recipe in a grid cell
     return uri
 
 
-def report_config(uri: str, out: Path, fmt: str):
+def report_config(uri: str, out: Path, fmt: str, docs=()):
     with initialize_config_module(config_module="snn_lstm.conf", version_base="1.3"):
         return compose(config_name="report", overrides=[f"format={fmt}", f"out_dir={out}", f"tracking.uri={uri}",
-                                                        f"paper_values={Path(__file__).parents[1] / 'experiments' / 'paper_values.yaml'}"])
+                                                        f"paper_values={Path(__file__).parents[1] / 'experiments' / 'paper_values.yaml'}",
+                                                        f"docs=[{','.join(str(d) for d in docs)}]"])
 
 
-def test_markdown_tables_hold_mean_spread_baseline_and_missing_rows(store, tmp_path):
+def test_markdown_tables_count_only_runs_pinned_to_the_experiment_file(store, tmp_path):
     files = write_report(report_config(store, tmp_path / "reports", "md"))
     table1 = (tmp_path / "reports" / "table1.md").read_text()
     slstm = next(line for line in table1.splitlines() if line.startswith("| slstm |"))
-    assert "98.30%" in slstm  # the paper's value, with its source
-    assert "97.50% ± 0.71pp (n=2)" in slstm  # mean and sample sd of 0.98 and 0.97; the older seed-1 run dropped
+    assert "`paper/table1/slstm`" in slstm and "98.30%" in slstm  # its experiment file; the paper's value, with its source
+    assert "97.50% ± 0.71pp (n=2)" in slstm  # mean and sample sd of 0.98 and 0.97: the older seed-1 run, smoke and probe out
     assert "99.00% (n=1) [lstm]" in slstm
     assert "0.40 / 0.50 / 0.30 / 0.40 / 0.20 / 0.10" in slstm and "10 nJ = 5.0% of the LSTM's 200 nJ" in slstm
+    assert "cpu: test machine" in slstm and " s |" in slstm  # where the runs ran and how long they took
+    assert "`slstm`: 2 run(s) with another recipe, not counted" in table1
     table2 = (tmp_path / "reports" / "table2.md").read_text()
     assert table2.count("no runs") == 3  # two rows, and the slstm row's baseline
+    fig6 = (tmp_path / "reports" / "fig6.md").read_text()
+    assert "| model.alpha1 \\ model.alpha2 | 0.3 | 1.0 |" in fig6  # a grid row gets a table of its cells
+    assert "| 1.0 | 85.00% ± 7.07pp (n=2) | 91.00% (n=1) |" in fig6  # the hidden-200 run in cell (1, 0.3) left out
+    assert "| 4.0 | 86.00% (n=1) | 88.00% (n=1) |" in fig6
+    assert "`alpha_grid`: 1 run(s) with another recipe, not counted" in fig6
     names = {path.name for path in files}
     assert {"fig2d_surrogates.png", "fig6_alpha_grid.png", "curves_table1.png", "rates_table1.png", "README.md",
             "fig4_sine_predictions.png"} <= names
@@ -106,10 +159,51 @@ def test_markdown_tables_hold_mean_spread_baseline_and_missing_rows(store, tmp_p
             assert path.read_bytes()[:8] == PNG_MAGIC and matplotlib.image.imread(path).ndim == 3
 
 
+def test_a_run_of_an_edited_experiment_file_no_longer_counts(store, tmp_path):
+    import snn_lstm.report as report
+
+    edited = {key: replace(experiment, recipes=frozenset({"0123456789ab"}))
+              for key, experiment in report.pinned_experiments().items()}
+    tally = report.summarise(report.tagged_runs(store, "snnlstm"), report.load_paper_values(
+        Path(__file__).parents[1] / "experiments" / "paper_values.yaml"), edited)
+    assert not tally.summaries and tally.not_counted[("table1", "slstm")] == 5
+
+
+def test_generated_blocks_of_documents_are_rewritten_and_nothing_else(store, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# Results\n\nprose before\n\n<!-- snnlstm report: table1 -->\nold numbers\n<!-- /snnlstm report -->\n"
+                      "\nprose between\n\n<!-- snnlstm report: fig4 -->\n<!-- /snnlstm report -->\nprose after\n")
+    write_report(report_config(store, tmp_path / "reports", "md", docs=[readme]))
+    text = readme.read_text()
+    assert "old numbers" not in text and "97.50% ± 0.71pp (n=2)" in text
+    assert text.startswith("# Results\n\nprose before\n\n<!-- snnlstm report: table1 -->\nMetric: `test/acc`")
+    assert "\n<!-- /snnlstm report -->\n\nprose between\n\n<!-- snnlstm report: fig4 -->\nMetric: `test/mse`" in text
+    assert text.endswith("<!-- /snnlstm report -->\nprose after\n") and "0.013" in text
+    again = readme.read_text()
+    write_report(report_config(store, tmp_path / "reports", "md", docs=[readme]))
+    assert readme.read_text().count("Metric:") == again.count("Metric:") == 2  # rewriting a filled block replaces it
+
+
+@pytest.mark.parametrize("content, says", [
+    ("<!-- snnlstm report: table1 -->\nno end\n", "closed by"),
+    ("<!-- snnlstm report: table9 -->\n<!-- /snnlstm report -->\n", "table table9"),
+    ("no block at all\n", "closed by"),
+])
+def test_a_bad_document_changes_no_document(store, tmp_path, content, says):
+    good, bad = tmp_path / "good.md", tmp_path / "bad.md"
+    good.write_text("<!-- snnlstm report: table1 -->\nold\n<!-- /snnlstm report -->\n")
+    bad.write_text(content)
+    with pytest.raises(UserError, match=says):
+        write_report(report_config(store, tmp_path / "reports", "md", docs=[good, bad]))
+    assert good.read_text().endswith("old\n<!-- /snnlstm report -->\n") and bad.read_text() == content
+    assert not (tmp_path / "reports").exists()
+
+
 def test_html_is_one_self_contained_page(store, tmp_path):
     write_report(report_config(store, tmp_path / "reports", "html"))
     page = (tmp_path / "reports" / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 4 and "97.50% ± 0.71pp (n=2)" in page and "<table>" in page
+    assert "85.00% ± 7.07pp (n=2)" in page and "another recipe, not counted" in page
     assert "src='figures/" not in page and 'src="figures/' not in page
 
 

@@ -47,7 +47,7 @@ def test_batches_depend_only_on_seed_and_step():
 
 def test_baseline_is_the_mse_of_predicting_f_xt():
     task = build_task(sine_cfg(), encoder="bernoulli", data_dir=".", seed=0, eval_limit=None)
-    model = build_model({"name": "lstm", "hidden_size": 4, "num_layers": 1}, {}, 20, 1, "sequence")
+    model = build_model({"name": "lstm", "hidden_size": 4, "num_layers": 1}, 20, 1, "sequence")
     metrics = task.evaluate(model, "test", torch.device("cpu"))
     signal = task._eval_signals["test"]
     assert metrics["baseline_mse"] == pytest.approx(((signal[:, 1:] - signal[:, :-1]) ** 2).mean().item(), rel=1e-6)
@@ -62,7 +62,7 @@ def test_a_short_training_lowers_the_validation_error(tmp_path):
                          "tracking=none", "trainer.progress=false", "trainer.eval_limit=128"])
     task = build_task(dict(cfg.task), encoder="bernoulli", data_dir=".", seed=0, eval_limit=128)
     torch.manual_seed(0)
-    untrained = build_model({**cfg.model, "hidden_size": 100}, dict(cfg.surrogate), 20, 1, "sequence")
+    untrained = build_model(dict(cfg.model), 20, 1, "sequence")
     before = task.evaluate(untrained.eval(), "val", torch.device("cpu"))["mse"]
     after = train(cfg, tmp_path)
     assert after < 0.5 * before

@@ -1,5 +1,5 @@
-"""The spiking LSTM against SPEC section 1: values by hand, gradients by the
-spec's backward-through-time formulas, binary states, clamping, parameters."""
+"""The spiking LSTM against its equations (docs/model.md): values by hand, gradients by the
+backward-through-time formulas written out, binary states, clamping, parameters."""
 
 import math
 
@@ -74,7 +74,7 @@ def test_every_state_is_binary_and_c_is_clamped(cell_grad):
 
 
 def reference_bptt(x, h0, c0, w_ih, w_hh, b_ih, b_hh, upstream, cell_grad, theta1, theta2, alpha1, alpha2):
-    """SPEC section 1 written out: forward, then dL/ds_t = [g_a1(s_t - theta1) *]
+    """The equations of docs/model.md written out: forward, then dL/ds_t = [g_a1(s_t - theta1) *]
     (o_t dL/dh_t + f_{t+1} dL/ds_{t+1}) and the gate derivatives, by hand."""
     T = x.shape[0]
     hs, cs, cache = [h0], [c0], []

@@ -289,7 +289,7 @@ def _weights_for_products(w_ih: Tensor, w_hh: Tensor, matmul_dtype: str) -> tupl
 
 def _layer_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, spike: "SpikeParams", engine: str, matmul_dtype: str,
                    needs_grad: bool):
-    """(h_seq, c_last, saved): `saved` is what the backward needs, None without `needs_grad`."""
+    """(h_seq, c_last, saved): `saved` is what the backward needs; without `needs_grad`, the bits alone."""
     steps, batch, _ = x.shape
     w_ih_mm, w_hh_mm = _weights_for_products(w_ih, w_hh, matmul_dtype)
     bias = summed_bias(b_ih, b_hh)
@@ -316,7 +316,7 @@ def _layer_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, spike: "SpikeParams", engi
     else:
         h_seq, bits, c_last = _forward_loop_torch(pre, w_hh_mm, h0, c0, spike.theta1, spike.theta2)
         saved = (gate_surrogates(pre, spike) if needs_grad else None, bits, x, h0, c0, w_ih_mm, w_hh_mm, None)
-    return h_seq, c_last, saved if needs_grad else None
+    return h_seq, c_last, saved if needs_grad else bits
 
 
 class FusedSpikingLSTMLayer(torch.autograd.Function):
@@ -397,12 +397,15 @@ def spiking_lstm_layer(
     engine: str = "auto",
     check_state: bool = True,
     matmul_dtype: str = "float32",
-) -> tuple[Tensor, Tensor]:
+    return_bits: bool = False,
+) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
     """x [T, B, I], h0 and c0 [B, H] binary -> (h [T, B, H], c_T [B, H]).
     `check_state`: verify that h0 and c0 hold only 0 and 1 (skip for known zeros).
     `matmul_dtype`: the precision of the matrix products (module docstring). Without a
     gradient to compute (grad mode off, or no input requires one) nothing is saved
-    and no surrogate computed."""
+    and no surrogate computed. `return_bits` (without a gradient only) adds the
+    loop's own record of the spikes: uint8 [T, B, H], bits BIT_I | BIT_F | BIT_G |
+    BIT_O | BIT_C per unit."""
     if check_state:
         for name, state in (("h0", h0), ("c0", c0)):
             if not bool(((state == 0) | (state == 1)).all()):
@@ -415,7 +418,10 @@ def spiking_lstm_layer(
     autocast = torch.is_autocast_enabled(x.device.type)
     with torch.autocast(x.device.type, enabled=False) if autocast else contextlib.nullcontext():
         parameters = (w_ih, w_hh, b_ih, b_hh)
-        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, h0, c0, *parameters)):
+        needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, h0, c0, *parameters))
+        if needs_grad and return_bits:
+            raise ValueError("return_bits needs the forward without a gradient: run it under torch.no_grad()")
+        if needs_grad:
             return FusedSpikingLSTMLayer.apply(x, h0, c0, *parameters, spike, engine, matmul_dtype)
-        h_seq, c_last, _ = _layer_forward(x, h0, c0, *parameters, spike, engine, matmul_dtype, needs_grad=False)
-        return h_seq, c_last
+        h_seq, c_last, bits = _layer_forward(x, h0, c0, *parameters, spike, engine, matmul_dtype, needs_grad=False)
+        return (h_seq, c_last, bits) if return_bits else (h_seq, c_last)

@@ -16,8 +16,8 @@ so every one of i, f, g, o, c, h is exactly 0 or 1. Backward, each dH/du is a
 surrogate (gates: width alpha1, candidate: width alpha2). ``cell_grad`` picks
 dc_t/ds_t:
 
-    straight_through  1                          (the authors' code)
-    surrogate         g_alpha1(s_t - theta1)     (c_t = H(s_t - theta1), same values)
+    surrogate         g_alpha1(s_t - theta1)     (c_t = H(s_t - theta1), same values; the default)
+    straight_through  1                          (the authors' code; fails to learn the sine task)
 
 Layout is time-major like nn.LSTM: input [T, B, I], output [T, B, H] and the
 final state (h_n, c_n), each [num_layers, B, H].
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from snn_lstm.errors import UserError
-from snn_lstm.spiking.fused import MATMUL_DTYPES, spiking_lstm_layer
+from snn_lstm.spiking.fused import BIT_C, BIT_F, BIT_G, BIT_I, BIT_O, MATMUL_DTYPES, spiking_lstm_layer
 from snn_lstm.spiking.surrogate import Surrogate
 
 CELL_GRADS = ("straight_through", "surrogate")
@@ -92,6 +92,21 @@ def spiking_lstm_step(
     return h_new, c_new, (i, f, g, o)
 
 
+SPIKE_BITS = {"i": BIT_I, "f": BIT_F, "g": BIT_G, "o": BIT_O, "c": BIT_C}
+
+
+def pack_spikes(i: Tensor, f: Tensor, g: Tensor, o: Tensor, c: Tensor) -> Tensor:
+    """Five 0/1 tensors as one uint8 tensor: i + 2 f + 4 g + 8 o + 16 c."""
+    return sum(value.to(torch.uint8) * bit for value, bit in zip((i, f, g, o, c), SPIKE_BITS.values()))
+
+
+def unpack_spikes(bits: Tensor, dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
+    """The record of forward_with_spikes as {"i", "f", "g", "o", "c", "h"} -> 0/1 tensors."""
+    parts = {name: (bits & bit).ne(0).to(dtype) for name, bit in SPIKE_BITS.items()}
+    parts["h"] = parts["o"] * parts["c"]
+    return parts
+
+
 def init_lstm_parameters_(
     weights: list[Tensor], biases: list[Tensor], input_size: int, hidden_size: int, init: str
 ) -> None:
@@ -113,7 +128,7 @@ def init_lstm_parameters_(
 
 
 def spike_params(theta1: float = 0.1, theta2: float = 0.1, surrogate: str = "gaussian", alpha1: float = 4.0,
-                 alpha2: float = 0.3, cell_grad: str = "straight_through") -> SpikeParams:
+                 alpha2: float = 0.3, cell_grad: str = "surrogate") -> SpikeParams:
     """The spiking options of a cell or layer as one SpikeParams (both gates' surrogates of one family)."""
     return SpikeParams(theta1, theta2, Surrogate(surrogate, alpha1), Surrogate(surrogate, alpha2), cell_grad)
 
@@ -126,7 +141,8 @@ SPIKING_OPTIONS_DOC = """
                     fast_sigmoid, atan, straight_through
         alpha1      width of the gates' surrogate (4.0, the paper's for gaussian)
         alpha2      width of the candidate's surrogate (0.3)
-        cell_grad   dc/ds in the backward: straight_through (1) or surrogate
+        cell_grad   dc/ds in the backward: surrogate (g'(s - theta1); the default) or
+                    straight_through (1, the authors' code)
         init        he (N(0, 2/(I+H)), zero biases; the authors' code), normal (N(0, 1)), pytorch
     """
 
@@ -142,7 +158,7 @@ class SpikingLSTMCell(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None, *,
                  theta1: float = 0.1, theta2: float = 0.1, surrogate: str = "gaussian", alpha1: float = 4.0,
-                 alpha2: float = 0.3, cell_grad: str = "straight_through", init: str = "he"):
+                 alpha2: float = 0.3, cell_grad: str = "surrogate", init: str = "he"):
         super().__init__()
         _check_sizes(input_size, hidden_size, 1)
         _check_flag("bias", bias)
@@ -195,7 +211,7 @@ class SpikingLSTM(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0,
                  device=None, dtype=None, *, theta1: float = 0.1, theta2: float = 0.1, surrogate: str = "gaussian",
-                 alpha1: float = 4.0, alpha2: float = 0.3, cell_grad: str = "straight_through", init: str = "he",
+                 alpha1: float = 4.0, alpha2: float = 0.3, cell_grad: str = "surrogate", init: str = "he",
                  engine: str = "auto", matmul_dtype: str = "float32"):
         super().__init__()
         _check_sizes(input_size, hidden_size, num_layers)
@@ -239,6 +255,20 @@ class SpikingLSTM(nn.Module):
     def forward(
         self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        output, state, _ = self._run(input, hx, record=False)
+        return output, state
+
+    @torch.no_grad()
+    def forward_with_spikes(
+        self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor], list[Tensor]]:
+        """forward() without a gradient, on this module's own engine and precision, plus
+        what every unit of every layer did at every step: one uint8 tensor [T, B, H]
+        per layer (time-major, also with batch_first; [T, 1, H] unbatched) whose bits
+        are i = 1, f = 2, g = 4, o = 8, c = 16 (h_t = o_t c_t); `unpack_spikes` opens it."""
+        return self._run(input, hx, record=True)
+
+    def _run(self, input: Tensor, hx: tuple[Tensor, Tensor] | None, record: bool):
         if input.dim() not in (2, 3) or input.shape[-1] != self.input_size:
             layout = "[B, T, I]" if self.batch_first else "[T, B, I]"
             raise ValueError(f"expected input {layout} or [T, I] with I = {self.input_size}, got {list(input.shape)}")
@@ -257,31 +287,36 @@ class SpikingLSTM(nn.Module):
         if tuple(h0.shape) != expected or tuple(c0.shape) != expected:
             raise ValueError(f"expected h_0 and c_0 of shape {list(expected)}, got {list(h0.shape)} and {list(c0.shape)}")
         layer_input = x
-        h_n, c_n = [], []
+        h_n, c_n, records = [], [], []
         for layer in range(self.num_layers):
             if layer > 0 and self.dropout > 0 and self.training:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
             params = self.layer_parameters(layer)
             if self.engine == "reference":
-                layer_input, c = self._reference_layer(layer_input, h0[layer], c0[layer], params)
+                layer_input, c, bits = self._reference_layer(layer_input, h0[layer], c0[layer], params, record)
             else:
-                layer_input, c = spiking_lstm_layer(
+                result = spiking_lstm_layer(
                     layer_input, h0[layer], c0[layer], *params, self.spike, self.engine,
-                    check_state=given_state, matmul_dtype=self.matmul_dtype,
+                    check_state=given_state, matmul_dtype=self.matmul_dtype, return_bits=record,
                 )
+                layer_input, c, bits = result if record else (*result, None)
+            if record:
+                records.append(bits)
             h_n.append(layer_input[-1:])
             c_n.append(c.unsqueeze(0))
         state = (h_n[0], c_n[0]) if self.num_layers == 1 else (torch.cat(h_n), torch.cat(c_n))
         if unbatched:
-            return layer_input.squeeze(1), tuple(s.squeeze(1) for s in state)
-        return (layer_input.transpose(0, 1) if self.batch_first else layer_input), state
+            return layer_input.squeeze(1), tuple(s.squeeze(1) for s in state), records
+        return (layer_input.transpose(0, 1) if self.batch_first else layer_input), state, records
 
-    def _reference_layer(self, x: Tensor, h: Tensor, c: Tensor, params) -> tuple[Tensor, Tensor]:
-        outputs = []
+    def _reference_layer(self, x: Tensor, h: Tensor, c: Tensor, params, record: bool):
+        outputs, steps = [], []
         for x_t in x.unbind(0):
-            h, c, _ = spiking_lstm_step(x_t, h, c, *params, self.spike)
+            h, c, gates = spiking_lstm_step(x_t, h, c, *params, self.spike)
             outputs.append(h)
-        return torch.stack(outputs), c
+            if record:
+                steps.append(pack_spikes(*gates, c))
+        return torch.stack(outputs), c, torch.stack(steps) if record else None
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, bias={self.bias}, "

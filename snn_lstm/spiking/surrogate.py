@@ -84,7 +84,7 @@ class Surrogate:
         if not (math.isfinite(width) and width > 0):
             raise UserError(
                 f"surrogate width must be a positive number, got {width} "
-                f"(set surrogate.alpha1 / surrogate.alpha2 > 0)"
+                f"(alpha1 and alpha2, model.alpha1 and model.alpha2 on the command line, must be > 0)"
             )
         self.name = name
         self.width = float(width)

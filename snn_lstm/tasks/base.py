@@ -51,6 +51,17 @@ class Task:
         """Metrics of `model` on `split` ("val", "test" or one of final_splits), without a leading split name."""
         raise NotImplementedError
 
+    def score(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
+        """evaluate() in evaluation mode (the model's mode is restored after), each
+        name prefixed with the split: {"val/acc": ...}."""
+        was_training = model.training
+        model.eval()
+        try:
+            metrics = self.evaluate(model, split, device)
+        finally:
+            model.train(was_training)
+        return {f"{split}/{name}": value for name, value in metrics.items()}
+
     def steps_for_epochs(self, epochs: float, batch_size: int) -> int:
         raise UserError(f"trainer.epochs needs a task with a fixed training set; {self.name} draws new data every step: set trainer.steps")
 
