@@ -57,8 +57,9 @@ from snn_lstm.tracking import make_tracker, resolve_tracking_uri, store_error
 log = logging.getLogger("snnlstm.report")
 
 Cell = tuple[str, ...]  # the values of a row's grid parameters; () for a row without a grid
-BLOCK = re.compile(r"(<!-- snnlstm report: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /snnlstm report -->)", re.S)
-OPENING = re.compile(r"<!-- snnlstm report: ")
+# markers on lines of their own, so that prose may quote them
+BLOCK = re.compile(r"^(<!-- snnlstm report: (?P<name>[\w-]+) -->\n)(?P<body>.*?)^(<!-- /snnlstm report -->)$", re.S | re.M)
+OPENING = re.compile(r"^<!-- snnlstm report: ", re.M)
 
 
 @dataclass

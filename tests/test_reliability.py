@@ -394,7 +394,7 @@ def test_an_unexpected_exception_is_one_line_with_the_traceback_in_the_log(tmp_p
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug in the loop")
 
-    monkeypatch.setattr(snn_lstm.train, "_train_loop", broken)
+    monkeypatch.setattr(snn_lstm.train, "train_step", broken)
     outcome = run_verb(["train", *SMOKE, "tracking=none", f"paths.run_dir={tmp_path / 'runs'}", "run_name=bug"], tmp_path)
     log = tmp_path / "runs" / "sine" / "bug" / "train.log"
     assert outcome.code == 1 and outcome.lines == [

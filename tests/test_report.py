@@ -171,12 +171,13 @@ def test_a_run_of_an_edited_experiment_file_no_longer_counts(store, tmp_path):
 
 def test_generated_blocks_of_documents_are_rewritten_and_nothing_else(store, tmp_path):
     readme = tmp_path / "README.md"
-    readme.write_text("# Results\n\nprose before\n\n<!-- snnlstm report: table1 -->\nold numbers\n<!-- /snnlstm report -->\n"
+    readme.write_text("# Results\n\nprose quoting `<!-- snnlstm report: TABLE -->`\n\n<!-- snnlstm report: table1 -->\nold numbers\n<!-- /snnlstm report -->\n"
                       "\nprose between\n\n<!-- snnlstm report: fig4 -->\n<!-- /snnlstm report -->\nprose after\n")
     write_report(report_config(store, tmp_path / "reports", "md", docs=[readme]))
     text = readme.read_text()
     assert "old numbers" not in text and "97.50% ± 0.71pp (n=2)" in text
-    assert text.startswith("# Results\n\nprose before\n\n<!-- snnlstm report: table1 -->\nMetric: `test/acc`")
+    assert text.startswith("# Results\n\nprose quoting `<!-- snnlstm report: TABLE -->`\n\n<!-- snnlstm report: table1 -->\n"
+                           "Metric: `test/acc`")
     assert "\n<!-- /snnlstm report -->\n\nprose between\n\n<!-- snnlstm report: fig4 -->\nMetric: `test/mse`" in text
     assert text.endswith("<!-- /snnlstm report -->\nprose after\n") and "0.013" in text
     again = readme.read_text()
