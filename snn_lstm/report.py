@@ -257,6 +257,9 @@ def table_rows(name: str, spec: dict[str, Any], tally: Tally, pinned: dict[tuple
             ours_text = f"{len(cells)} cells, below" if cells else "no runs"
         else:
             ours_text = fmt_summary(ours, metric)
+            trivial = metric.replace("/", "/baseline_", 1)  # a task's own trivial predictor, e.g. test/baseline_mse
+            if ours and trivial in ours.metrics:
+                ours_text += f"; trivial baseline {fmt(ours.metrics[trivial], metric)}"
         baseline = entry.get("baseline")
         baseline_text = f"{fmt_summary(tally.row(name, baseline), metric)} [{baseline}]" if baseline else "-"
         paper = f"{fmt(entry.get('paper'), metric)} ({entry.get('source', 'no source given')})"

@@ -118,7 +118,7 @@ def store(tmp_path_factory) -> str:
     add_run(uri, "paper/table1/slstm", 3, {"test/acc": 0.12}, overrides=["model.hidden_size=16"])  # a probe: not counted
     add_run(uri, "paper/table1/lstm", 0, {"test/acc": 0.99, "energy/lstm_nj": 200.0}, history=[(10, 0.92), (20, 0.97)])
     sine_figure = plot_surrogates(tmp_path_factory.mktemp("figure") / "sine_predictions.png")  # any PNG will do
-    add_run(uri, "paper/fig4/slstm", 0, {"test/mse": 0.013}, figure=sine_figure)
+    add_run(uri, "paper/fig4/slstm", 0, {"test/mse": 0.013, "test/baseline_mse": 0.0548}, figure=sine_figure)
     for seed, alpha1, alpha2, acc in ((0, 1, 0.3, 0.9), (1, 1, 0.3, 0.8), (0, 4, 0.3, 0.86), (0, 1, 1, 0.91), (0, 4, 1, 0.88)):
         add_run(uri, GRID, seed, {"test/acc": acc}, params={"model.alpha1": float(alpha1), "model.alpha2": float(alpha2)},
                 overrides=[f"model.alpha1={alpha1}", f"model.alpha2={alpha2}"])
@@ -144,6 +144,7 @@ def test_markdown_tables_count_only_runs_pinned_to_the_experiment_file(store, tm
     assert "0.40 / 0.50 / 0.30 / 0.40 / 0.20 / 0.10" in slstm and "10 nJ = 5.0% of the LSTM's 200 nJ" in slstm
     assert "cpu: test machine" in slstm and " s |" in slstm  # where the runs ran and how long they took
     assert "`slstm`: 2 run(s) with another recipe, not counted" in table1
+    assert "0.013 (n=1); trivial baseline 0.0548" in (tmp_path / "reports" / "fig4.md").read_text()
     table2 = (tmp_path / "reports" / "table2.md").read_text()
     assert table2.count("no runs") == 3  # two rows, and the slstm row's baseline
     fig6 = (tmp_path / "reports" / "fig6.md").read_text()
