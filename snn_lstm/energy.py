@@ -47,7 +47,7 @@ def spiking_activity(model: SpikingLSTM, x: Tensor) -> dict[str, float]:
     """Firing rates of i, f, g, o, c, h per layer and the operations per sample, for
     inputs x [T, B, I] from a zero state, as the model's own engine and precision
     compute them (SpikingLSTM.forward_with_spikes), in evaluation mode."""
-    steps, batch = x.shape[:2]
+    batch = x.shape[1]
     was_training = model.training
     model.eval()
     try:

@@ -366,8 +366,9 @@ def draw_figures(uri: str, tables: dict[str, Any], tally: Tally, folder: Path) -
         if curves:
             figures[f"{spec['title']}: {val_metric} during training (first seed)"] = \
                 plot_training_curves(curves, val_metric, folder / f"curves_{name}.png")
-        rates = {row: [tally.row(name, row).metrics[f"activity/l0/{part}"] for part in PARTS]
-                 for row in spec["rows"] if tally.row(name, row) and "activity/l0/h" in tally.row(name, row).metrics}
+        counted = {row: tally.row(name, row).metrics for row in spec["rows"] if tally.row(name, row)}
+        rates = {row: [metrics[f"activity/l0/{part}"] for part in PARTS]
+                 for row, metrics in counted.items() if "activity/l0/h" in metrics}
         if rates:
             figures[f"{spec['title']}: firing rate per gate, layer 0"] = \
                 plot_firing_rates(rates, PARTS, folder / f"rates_{name}.png")
@@ -391,9 +392,8 @@ def filled_document(path: Path, blocks: dict[str, str]) -> str:
     return BLOCK.sub(lambda m: f"{m.group(1)}{blocks[m['name']]}\n{m.group(4)}", text)
 
 
-def fill_documents(paths: list[str], blocks: dict[str, str]) -> list[Path]:
-    """Every document checked before any is written, each replaced whole, so a bad one changes none."""
-    texts = {Path(path): filled_document(Path(path), blocks) for path in paths}
+def write_documents(texts: dict[Path, str]) -> list[Path]:
+    """Each document replaced whole (a rename), after all of them were filled, so a bad one changes none."""
     for path, text in texts.items():
         partial = path.with_name(path.name + ".report-tmp")
         partial.write_text(text)
@@ -410,8 +410,7 @@ def write_report(cfg: DictConfig) -> list[Path]:
     tally = summarise(runs, tables, pinned)
     log.info("%d tagged runs in %s, %d counted", len(runs), uri, sum(s.count for s in tally.summaries.values()))
     blocks = {name: table_markdown(name, spec, tally, pinned) for name, spec in tables.items()}
-    for path in cfg.docs:  # checked before anything is written
-        filled_document(Path(path), blocks)
+    documents = {Path(path): filled_document(Path(path), blocks) for path in cfg.docs}  # before anything is written
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = draw_figures(uri, tables, tally, out / "figures")
@@ -441,7 +440,7 @@ def write_report(cfg: DictConfig) -> list[Path]:
         )
         written.append(page)
     written += list(figures.values())
-    return written + fill_documents(list(cfg.docs), blocks)
+    return written + write_documents(documents)
 
 
 def log_report(cfg: DictConfig, files: list[Path]) -> str:
