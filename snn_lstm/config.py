@@ -203,21 +203,46 @@ class LanguageTaskConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Spoken digits' training-data augmentation (snn_lstm.data.augment); the defaults change nothing."""
+
+    copies: int = 0  # augmented copies of every training recording (speed, tempo, pitch, noise); 0: none
+    speeds: List[float] = field(default_factory=lambda: [1.0])  # speed factors, one drawn per recording and copy
+    tempos: List[float] = field(default_factory=lambda: [1.0])  # tempo factors (pitch kept), one drawn likewise
+    pitch_steps: List[float] = field(default_factory=lambda: [0.0])  # pitch shifts in semitones, one drawn likewise
+    snr_db: Optional[List[float]] = None  # [low, high]: white noise at an SNR drawn uniformly in dB; None: no noise
+    time_masks: int = 0  # masked runs of frames per training example and step
+    time_mask_width: int = 0  # at most this many frames each
+    freq_masks: int = 0  # masked bands of coefficients per example and step
+    freq_mask_width: int = 0
+    DOMAINS: ClassVar = {"copies": Range(0, 64), "speeds": Elements(Range(0.5, 2.0), min_length=1),
+                         "tempos": Elements(Range(0.5, 2.0), min_length=1),
+                         "pitch_steps": Elements(Range(-12.0, 12.0), min_length=1), "snr_db": Elements(Range(-20.0, 100.0), length=2),
+                         "time_masks": Range(0, 16), "time_mask_width": COUNT, "freq_masks": Range(0, 16), "freq_mask_width": COUNT}
+
+
+@dataclass
 class SpeechTaskConfig:
     name: str = "fsdd"
     kind: str = "speech"
     readout: str = "last"  # the paper: softmax on h_T
     speakers: List[str] = field(default_factory=lambda: ["jackson", "nicolas", "theo", "yweweler"])  # the paper's 4
     test_speakers: Optional[List[str]] = None  # None: the training speakers
+    held_out_speaker: Optional[str] = None  # leave one speaker out: all its recordings are the test set, the rest train
     val_from_index: int = 45  # training indices 5-49: [5, 45) train, [45, 50) validation
     num_samples: int = 8192  # every recording cut or zero-padded to this length
     layout: str = "averaged"  # averaged (the paper's: steps x C/steps) or frames (frames x C)
     steps: int = 8  # averaged layout: 336 scattering coefficients as 8 steps of 42
+    stretch: bool = False  # frames layout: each recording's own frames (not its padding) interpolated to all steps
+    normalise: str = "none"  # none, cmn, cmvn (per recording, over its frames) or speaker_cmvn, before the scaling
+    scaling: str = "minmax"  # minmax, or on_off: standardised values as two polarities (twice the inputs)
     eval_draws: int = 1  # spike trains averaged per evaluation recording
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     frontend: Any = None  # the frontend group
     DOMAINS: ClassVar = {"name": FolderName, "kind": choice(TASKS), "readout": choice(READOUTS), "val_from_index": Range(speech.TEST_INDICES.stop + 1, speech.NUM_INDICES - 1),
-                         "num_samples": POSITIVE, "layout": choice(speech.LAYOUTS), "steps": POSITIVE, "eval_draws": POSITIVE}
+                         "num_samples": POSITIVE, "layout": choice(speech.LAYOUTS), "steps": POSITIVE,
+                         "normalise": choice(speech.NORMALISATIONS), "scaling": choice(speech.SCALINGS), "eval_draws": POSITIVE}
 
 
 @dataclass

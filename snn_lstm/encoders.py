@@ -20,6 +20,7 @@ from snn_lstm.errors import UserError
 
 # Streams: independent sequences of draws for each purpose.
 TRAIN, VAL, TEST, TRAIN_ORDER, TRAIN_EVAL = 0, 1, 2, 3, 4
+AUGMENT, MASK = 5, 6  # spoken digits: waveform copies (index: copy), feature masks (index: step)
 SPLIT_STREAMS = {"train": TRAIN_EVAL, "val": VAL, "test": TEST}  # evaluation draws of each split
 
 

@@ -15,7 +15,9 @@ For each row: the experiment file, the paper's value (experiments/paper_values.y
 with where it comes from), ours as mean, sample standard deviation and number of
 seeds, the plain LSTM on the same setup, the firing rates of layer 0, the energy
 proxy (snn_lstm.energy), the wall time of a run and the machines the runs ran on.
-A row with a `grid` gets a second table, one cell per value pair of the sweep.
+A row with a `grid` gets a second table, one cell per value pair of the sweep; a
+row with `mean_over_cells: n` as well (leave one speaker out) is scored per seed as
+the mean over its n cells, then mean and spread over the seeds that ran every cell.
 
 A document holds a generated block per table, written between two markers:
 
@@ -68,12 +70,14 @@ class Summary:
 
     metric: str
     run_ids: list[str] = field(default_factory=list)
+    seeds: list[str] = field(default_factory=list)
     run_metrics: list[dict[str, float]] = field(default_factory=list)
     wall_seconds: list[float] = field(default_factory=list)
     machines: set[str] = field(default_factory=set)
 
     def add(self, run: Any) -> None:
         self.run_ids.append(run.info.run_id)
+        self.seeds.append(run.data.tags.get("seed", "0"))
         self.run_metrics.append(dict(run.data.metrics))
         if run.info.end_time and run.info.start_time:
             self.wall_seconds.append((run.info.end_time - run.info.start_time) / 1000)
@@ -116,6 +120,25 @@ class Tally:
 
     def cells(self, table: str, row: str) -> dict[Cell, Summary]:
         return {cell: s for (t, r, cell), s in self.summaries.items() if (t, r) == (table, row) and cell}
+
+    def pooled(self, table: str, row: str, cell_count: int) -> Summary | None:
+        """A grid row as one score per seed: each metric averaged over the row's
+        `cell_count` cells (a leave-one-speaker-out mean), for the seeds that ran
+        every cell; the wall times and machines of all its runs."""
+        cells = list(self.cells(table, row).values())
+        if len(cells) < cell_count:
+            return None
+        pooled = Summary(cells[0].metric)
+        complete = set.intersection(*(set(cell.seeds) for cell in cells))
+        for seed in sorted(complete, key=int):
+            per_cell = [cell.run_metrics[cell.seeds.index(seed)] for cell in cells]
+            names = set.intersection(*(set(metrics) for metrics in per_cell))
+            pooled.seeds.append(seed)
+            pooled.run_metrics.append({name: statistics.fmean(m[name] for m in per_cell) for name in names})
+        for cell in cells:
+            pooled.wall_seconds += cell.wall_seconds
+            pooled.machines |= cell.machines
+        return pooled if pooled.seeds else None
 
 
 def load_paper_values(path: str | Path) -> dict[str, Any]:
@@ -244,24 +267,35 @@ HEADER = ["row", "experiment", "paper", "ours: mean ± sd (n seeds)", "plain LST
           "firing i / f / g / o / c / h (layer 0)", "energy proxy per sample", "wall time per run", "machine"]
 
 
+def row_summary(table: str, row: str, entry: dict[str, Any], tally: Tally) -> Summary | None:
+    """What a row reports: its runs, or for a row with `mean_over_cells: n` its grid
+    of n cells pooled per seed (Tally.pooled)."""
+    if entry.get("mean_over_cells"):
+        return tally.pooled(table, row, entry["mean_over_cells"])
+    return tally.row(table, row)
+
+
 def table_rows(name: str, spec: dict[str, Any], tally: Tally, pinned: dict[tuple[str, str], Experiment]) -> list[list[str]]:
     metric, rows = spec["metric"], []
     for row, entry in spec["rows"].items():
         entry = entry or {}
         experiment = pinned.get((name, row))
-        ours = tally.row(name, row)
+        ours = row_summary(name, row, entry, tally)
         counted = [ours] if ours else []
-        if entry.get("grid"):
+        if entry.get("grid") and not entry.get("mean_over_cells"):
             cells = tally.cells(name, row)
             counted = list(cells.values())
             ours_text = f"{len(cells)} cells, below" if cells else "no runs"
         else:
             ours_text = fmt_summary(ours, metric)
+            if entry.get("mean_over_cells"):
+                ours_text = f"{ours_text}, mean over {entry['mean_over_cells']} cells (below)" if ours else "no runs with every cell"
             trivial = metric.replace("/", "/baseline_", 1)  # a task's own trivial predictor, e.g. test/baseline_mse
             if ours and trivial in ours.metrics:
                 ours_text += f"; trivial baseline {fmt(ours.metrics[trivial], metric)}"
         baseline = entry.get("baseline")
-        baseline_text = f"{fmt_summary(tally.row(name, baseline), metric)} [{baseline}]" if baseline else "-"
+        baseline_summary = row_summary(name, baseline, spec["rows"].get(baseline) or {}, tally) if baseline else None
+        baseline_text = f"{fmt_summary(baseline_summary, metric)} [{baseline}]" if baseline else "-"
         paper = f"{fmt(entry.get('paper'), metric)} ({entry.get('source', 'no source given')})"
         rows.append([row, f"`{experiment.name}`" if experiment else "none", paper, ours_text, baseline_text,
                      rates_text(ours), energy_text(ours), wall_text(counted), machines_text(counted)])

@@ -105,7 +105,7 @@ SCHEMAS = [
     ("train:sine", "paths.", schema.PathsConfig), ("train:lstm", "model.", schema.LSTMConfig),
     ("train:image", "task.", schema.ImageTaskConfig), ("train:image", "task.distill.", schema.DistillConfig),
     ("train:language", "task.", schema.LanguageTaskConfig), ("train:speech", "task.", schema.SpeechTaskConfig),
-    ("train:speech", "task.frontend.", schema.ScatteringConfig), ("train:speech_mel", "task.frontend.", schema.MelConfig),
+    ("train:speech", "task.augment.", schema.AugmentConfig), ("train:speech", "task.frontend.", schema.ScatteringConfig), ("train:speech_mel", "task.frontend.", schema.MelConfig),
     ("evaluate", "", schema.EvaluateConfig), ("generate", "", schema.GenerateConfig), ("bench", "", schema.BenchConfig),
     ("bench", "shapes.tiny.", schema.BenchShape), ("report", "", schema.ReportConfig), ("search", "", schema.SearchConfig),
     ("search", "space.", schema.SearchSpaceConfig), ("export", "", schema.ExportConfig),

@@ -36,6 +36,18 @@ def test_alpha_study_sweeps_a_grid_of_recipes():
     assert load_experiment("paper/table1/slstm").recipes.isdisjoint(study.recipes)
 
 
+def test_leave_one_speaker_out_files_pin_one_recipe_per_held_out_speaker():
+    from snn_lstm.recipes import recipe_hash
+
+    for name in ("beyond/fsdd_loso/frames_slstm", "beyond/fsdd_loso/speaker_independent_slstm"):
+        study = load_experiment(name)
+        singles = {recipe_hash(compose_train([f"experiment={name}", f"task.held_out_speaker={speaker}"]))
+                   for speaker in ("jackson", "nicolas", "theo", "yweweler")}
+        assert study.recipes == singles and len(singles) == 4  # a run per speaker, sweep or not, counts in its cell
+    official = load_experiment("beyond/fsdd/speaker_independent_slstm").recipes
+    assert official.isdisjoint(load_experiment("beyond/fsdd_loso/speaker_independent_slstm").recipes)
+
+
 # Experiments that distil from another experiment's checkpoint, and that experiment.
 TEACHERS = {"paper/table1/slstm_distilled": "paper/table1/teacher"}
 

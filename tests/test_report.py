@@ -104,6 +104,7 @@ def add_run(uri: str, experiment: str, seed: int, metrics: dict[str, float], his
 
 
 GRID = "paper/fig6/alpha_grid"
+LOSO = "beyond/fsdd_loso/frames_slstm"
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +125,13 @@ def store(tmp_path_factory) -> str:
                 overrides=[f"model.alpha1={alpha1}", f"model.alpha2={alpha2}"])
     add_run(uri, GRID, 2, {"test/acc": 0.05}, params={"model.alpha1": 1.0, "model.alpha2": 0.3},
             overrides=["model.alpha1=1", "model.alpha2=0.3", "model.hidden_size=200"])  # another recipe in a grid cell
+    speakers = ("jackson", "nicolas", "theo", "yweweler")
+    for experiment, seed, accuracies in ((LOSO, 0, (0.6, 0.7, 0.8, 0.9)), (LOSO, 1, (0.5, 0.6, 0.7, 0.8)),
+                                         (LOSO, 2, (0.9, 0.9, 0.9)),  # seed 2 lacks a speaker: no leave-one-out mean
+                                         (LOSO.replace("slstm", "lstm"), 0, (0.7, 0.8, 0.9, 1.0))):
+        for speaker, acc in zip(speakers, accuracies):
+            add_run(uri, experiment, seed, {"test/acc": acc, "energy/slstm_nj": 10.0 * (1 + seed), "energy/lstm_nj": 200.0},
+                    params={"task.held_out_speaker": speaker}, overrides=[f"task.held_out_speaker={speaker}"])
     return uri
 
 
@@ -152,6 +160,12 @@ def test_markdown_tables_count_only_runs_pinned_to_the_experiment_file(store, tm
     assert "| 1.0 | 85.00% ± 7.07pp (n=2) | 91.00% (n=1) |" in fig6  # the hidden-200 run in cell (1, 0.3) left out
     assert "| 4.0 | 86.00% (n=1) | 88.00% (n=1) |" in fig6
     assert "`alpha_grid`: 1 run(s) with another recipe, not counted" in fig6
+    speakers = (tmp_path / "reports" / "fsdd_speakers.md").read_text()
+    pooled = next(line for line in speakers.splitlines() if line.startswith("| frames_slstm |"))
+    # per seed the mean over the 4 held-out speakers (0.75 and 0.65), then over seeds; seed 2 never ran yweweler
+    assert "70.00% ± 7.07pp (n=2), mean over 4 cells (below)" in pooled and "85.00% (n=1) [frames_lstm]" in pooled
+    assert "15 nJ = 7.5% of the LSTM's 200 nJ" in pooled  # the energy of the pooled seeds, 10 and 20 nJ
+    assert "| jackson | 66.67% ± 20.82pp (n=3) |" in speakers and "| yweweler | 85.00% ± 7.07pp (n=2) |" in speakers
     names = {path.name for path in files}
     assert {"fig2d_surrogates.png", "fig6_alpha_grid.png", "curves_table1.png", "rates_table1.png", "README.md",
             "fig4_sine_predictions.png"} <= names

@@ -13,10 +13,11 @@ import pytest
 import soundfile
 import torch
 
+import snn_lstm.data.augment as augment
 import snn_lstm.data.frontends as frontends
 from snn_lstm.data.fsdd import ARCHIVE_URL, PAPER_SPEAKERS, list_recordings, parse_name, read_wav, recordings_folder
 from snn_lstm.errors import UserError
-from snn_lstm.tasks import build_task
+from snn_lstm.tasks import build_task, speech
 
 from conftest import compose_train, snnlstm, write_tiny_fsdd
 
@@ -165,3 +166,146 @@ def test_frontend_is_a_config_group():
     cfg = compose_train(["task=fsdd", "task/frontend=mfcc", "task.layout=frames"])
     assert cfg.task.frontend.name == "mfcc" and cfg.task.layout == "frames"
     assert compose_train(["task=fsdd"]).task.frontend.name == "scattering"  # the paper's
+
+
+def test_leaving_one_speaker_out_tests_on_all_its_recordings(fsdd_dir, tmp_path):
+    task = make_task(fsdd_dir, tmp_path / "cache", held_out_speaker="theo")
+    speakers = {split: {name.split("_")[1] for name in names} for split, names in task.recordings.items()}
+    assert speakers == {"train": {"jackson"}, "val": {"jackson"}, "test": {"theo"}}
+    # every theo recording is tested (indices 0, 1, 5, 6, 45); jackson's 0-44 train (official test indices too), 45 validates
+    assert len(task.labels["test"]) == 50 and len(task.labels["train"]) == 40 and len(task.labels["val"]) == 10
+    assert all(int(name.split("_")[2][:-4]) < 45 for name in task.recordings["train"])
+    with pytest.raises(UserError, match="task.held_out_speaker 'nobody' is not one of task.speakers"):
+        make_task(fsdd_dir, tmp_path / "cache", held_out_speaker="nobody")
+    with pytest.raises(UserError, match="held_out_speaker already chooses the test speaker: set task.test_speakers=null"):
+        make_task(fsdd_dir, tmp_path / "cache", held_out_speaker="theo", test_speakers=["jackson"])
+
+
+def test_per_recording_normalisation_removes_each_recordings_mean_and_spread(fsdd_dir, tmp_path):
+    plain = make_task(fsdd_dir, tmp_path / "cache", layout="frames")
+    raw = torch.from_numpy(frontends.cached_features(MFCC, [fsdd_dir / "fsdd" / "recordings" / "3_theo_0.wav"], read_wav,
+                                                     8000, 2048, tmp_path / "cache")[0])[0]
+    for mode in ("cmn", "cmvn"):
+        task = make_task(fsdd_dir, tmp_path / "cache", layout="frames", normalise=mode)
+        expected = raw - raw.mean(0)
+        if mode == "cmvn":
+            expected = expected / expected.std(0).clamp_min(1e-3)
+        # the scaling to [0, 1] that follows is affine per coefficient, so one test recording is the expected one
+        # up to a per-coefficient slope and offset, fitted from the training statistics
+        row = task.recordings["test"].index("3_theo_0.wav")
+        assert torch.allclose(task.inputs["test"][row], ((expected - task.low) / task.scale).clamp(0, 1), atol=1e-5)
+        assert not torch.allclose(task.inputs["test"][row], plain.inputs["test"][row])
+    with pytest.raises(UserError, match="task.normalise=cmvn works on a recording's frames: set task.layout=frames"):
+        make_task(fsdd_dir, tmp_path / "cache", normalise="cmvn")
+
+
+def dominant_frequency(wave: torch.Tensor, rate: int = 8000) -> float:
+    spectrum = torch.fft.rfft(wave * torch.hann_window(len(wave)))
+    return float(spectrum.abs().argmax()) * rate / len(wave)
+
+
+def test_speed_pitch_and_noise_change_the_audio_as_asked():
+    t = torch.arange(8000) / 8000
+    tone = torch.sin(2 * torch.pi * 500 * t)[None]
+    faster = augment.change_speed(tone, 8000, 1.1)
+    assert abs(faster.shape[-1] - 8000 / 1.1) < 10 and abs(dominant_frequency(faster[0]) - 550) < 5
+    higher = augment.shift_pitch(tone, 8000, 2)
+    assert higher.shape == tone.shape and abs(dominant_frequency(higher[0]) - 500 * 2 ** (2 / 12)) < 5
+    slower = augment.change_tempo(tone, 0.8)
+    assert slower.shape[-1] == 10000 and abs(dominant_frequency(slower[0]) - 500) < 5
+    assert torch.equal(augment.change_tempo(tone, 1.0), tone)
+    assert torch.equal(augment.shift_pitch(tone, 8000, 0), tone) and torch.equal(augment.change_speed(tone, 8000, 1.0), tone)
+    noisy = augment.add_noise(tone.repeat(2, 1), torch.tensor([10.0, 30.0]), torch.Generator().manual_seed(0))
+    snr = 10 * torch.log10(tone.pow(2).mean() / (noisy - tone).pow(2).mean(-1))
+    assert torch.allclose(snr, torch.tensor([10.0, 30.0]), atol=0.3)
+
+
+AUGMENT = {"copies": 2, "speeds": [0.9, 1.1], "tempos": [0.8, 1.0], "pitch_steps": [-1, 1], "snr_db": [10.0, 20.0],
+           "time_masks": 0, "time_mask_width": 0, "freq_masks": 0, "freq_mask_width": 0}
+
+
+def test_augmented_copies_are_drawn_from_the_seed_and_leave_the_clean_features_alone(fsdd_dir, tmp_path, monkeypatch):
+    clean = make_task(fsdd_dir, tmp_path / "cache", layout="frames")
+    clean_caches = set((tmp_path / "cache" / "frontends").iterdir())
+    task = make_task(fsdd_dir, tmp_path / "cache", layout="frames", augment=AUGMENT)
+    assert set((tmp_path / "cache" / "frontends").iterdir()) == clean_caches  # no copies until training asks
+    for split in ("train", "val", "test"):
+        assert torch.equal(task.inputs[split], clean.inputs[split])  # evaluation sees the clean recordings
+    variants = task.train_variants
+    assert set((tmp_path / "cache" / "frontends").iterdir()) > clean_caches  # the copies are cached beside
+    assert variants.shape == (3, *clean.inputs["train"].shape) and torch.equal(variants[0], clean.inputs["train"])
+    assert not torch.allclose(variants[1], variants[0]) and not torch.allclose(variants[2], variants[1])
+    assert 0 <= variants.min() and variants.max() <= 1
+    built = []
+    real = frontends.build_frontend
+    monkeypatch.setattr(frontends, "build_frontend", lambda *a: built.append(a) or real(*a))
+    again = make_task(fsdd_dir, tmp_path / "cache", layout="frames", augment=AUGMENT)
+    assert torch.equal(again.train_variants, variants) and not built  # same seed: the same copies, from the cache
+    other_seed = build_task(speech_cfg(layout="frames", augment=AUGMENT), encoder="bernoulli", data_dir=str(fsdd_dir),
+                            seed=1, eval_limit=None, cache_dir=str(tmp_path / "cache"))
+    assert not torch.allclose(other_seed.train_variants[1], variants[1]) and len(built) == 2
+    # a training batch mixes clean and augmented examples and depends on (seed, step) alone
+    first, labels = task.train_batch(3, 16)
+    assert torch.equal(first, again.train_batch(3, 16)[0]) and not torch.equal(first, task.train_batch(4, 16)[0])
+    values = task.train_values(3, torch.arange(40))
+    assert any(torch.equal(values[k], variants[v, k]) for k in range(40) for v in (1, 2))
+    assert any(torch.equal(values[k], variants[0, k]) for k in range(40))
+    with pytest.raises(UserError, match=r"task.augment.snr_db must be \[low, high\]"):
+        make_task(fsdd_dir, tmp_path / "cache", layout="frames", augment={**AUGMENT, "snr_db": [20.0, 10.0]})
+
+
+def test_masks_silence_runs_of_frames_and_bands_of_coefficients(fsdd_dir, tmp_path):
+    masks = {**AUGMENT, "copies": 0, "time_masks": 1, "time_mask_width": 5, "freq_masks": 2, "freq_mask_width": 3}
+    task = make_task(fsdd_dir, tmp_path / "cache", layout="frames", augment=masks)
+    index = torch.arange(40)
+    original, masked = task.inputs["train"][index], task.train_values(7, index)
+    assert torch.equal(masked, task.train_values(7, index)) and not torch.equal(masked, task.train_values(8, index))
+    kept = masked == original
+    assert torch.all(kept | (masked == 0))  # a value is kept or silenced, never changed
+    dropped = original.ne(0) & ~kept
+    frames_hit = dropped.all(-1).sum(-1)  # whole frames silenced per example
+    assert frames_hit.max() <= 5 and frames_hit.sum() > 0
+    bands_hit = dropped.all(1).sum(-1)  # whole coefficients silenced per example
+    assert bands_hit.max() <= 6 and bands_hit.sum() > 0
+
+
+def test_stretching_spreads_a_recordings_own_frames_over_every_step():
+    frames = torch.arange(8.0)[None, :, None].repeat(2, 1, 3)  # frame t holds t
+    out = speech.stretched(frames, torch.tensor([300, 1024]), 1024)  # 300 of 1024 samples: the first 3 of 8 frames
+    assert torch.allclose(out[0, :, 0], torch.linspace(0, 2, 8)) and torch.equal(out[1], frames[1])
+
+
+def test_on_off_scaling_codes_each_polarity_of_the_standardised_value(fsdd_dir, tmp_path):
+    minmax = make_task(fsdd_dir, tmp_path / "cache", layout="frames")
+    task = make_task(fsdd_dir, tmp_path / "cache", layout="frames", scaling="on_off")
+    assert task.input_size == 2 * minmax.input_size == 26
+    train = task.inputs["train"]
+    on, off = train[..., :13], train[..., 13:]
+    assert torch.all((on == 0) | (off == 0))  # a value is above or below the training mean, never both
+    raw = minmax.inputs["train"] * minmax.scale + minmax.low  # the features before scaling
+    z = (raw - raw.flatten(0, 1).mean(0)) / (2 * raw.flatten(0, 1).std(0))
+    assert torch.allclose(on - off, z.clamp(-1, 1), atol=1e-4)
+    assert 0.05 < train.mean() < 0.35  # a sparse code
+    padded = make_task(fsdd_dir, tmp_path / "cache", layout="frames", num_samples=4096)  # 2,000 samples of sound, then zeros
+    stretched_task = make_task(fsdd_dir, tmp_path / "cache", layout="frames", num_samples=4096, stretch=True)
+    assert stretched_task.inputs["train"].shape == padded.inputs["train"].shape
+    # the last frames: the same silence in every padded recording, sound in every stretched one
+    assert padded.inputs["train"][:, -3:].std(0).max() < 1e-2 < stretched_task.inputs["train"][:, -3:].std(0).max()
+    with pytest.raises(UserError, match="task.stretch=true works on a recording's frames: set task.layout=frames"):
+        make_task(fsdd_dir, tmp_path / "cache", stretch=True)
+
+
+def test_speaker_cmvn_uses_each_speakers_own_frames_and_keeps_each_words_spectrum(fsdd_dir, tmp_path):
+    task = make_task(fsdd_dir, tmp_path / "cache", layout="frames", normalise="speaker_cmvn", num_samples=1024)
+    generator = torch.Generator().manual_seed(0)
+    words = torch.randn(2, 1, 3, generator=generator).repeat(2, 1, 1)  # two words' average spectra, said by both speakers
+    features = words + 0.05 * torch.randn(4, 8, 3, generator=generator)
+    features[2:] = 5 * features[2:] + 7  # the second speaker: another microphone
+    features[:, 4:] = -20.0  # padding: recordings of 512 of 1,024 samples fill the first 4 of 8 frames
+    out = task.arrange(features, torch.tensor([512, 512, 512, 512]), ["a", "a", "b", "b"])
+    for rows in (slice(0, 2), slice(2, 4)):
+        voiced = out[rows, :4].flatten(0, 1)
+        assert torch.allclose(voiced.mean(0), torch.zeros(3), atol=1e-5) and torch.allclose(voiced.std(0), torch.ones(3), atol=1e-5)
+    # the words still differ within a speaker (per-recording CMN would make both means 0), and alike for both speakers
+    assert torch.allclose(out[:2, :4].mean(1), out[2:, :4].mean(1), atol=0.1)
+    assert (out[0, :4].mean(0) - out[1, :4].mean(0)).abs().max() > 0.5

@@ -13,7 +13,9 @@ recordings give the same number of frames.
 Features are computed once per (front end settings, recordings) and cached with
 Hugging Face `datasets` (Arrow files, memory-mapped) under the cache folder, keyed
 by a hash of the settings and of every file's bytes, so a changed setting or a
-replaced recording computes afresh.
+replaced recording computes afresh. Each recording's length in samples is stored
+beside its features (CACHE_FORMAT 2); caches of the earlier format are not read,
+their features are computed once more.
 """
 
 from __future__ import annotations
@@ -31,17 +33,19 @@ import torch
 import torchaudio
 from torch import Tensor
 
+from snn_lstm.data.augment import WaveAugmentation
 from snn_lstm.errors import UserError
 
 log = logging.getLogger("snnlstm.frontends")
 BATCH = 64
+CACHE_FORMAT = 2  # 2: each recording's length in samples beside its features
 FRONTENDS = ("scattering", "mfcc", "logmel")
 
 
-def fixed_length(wave: np.ndarray, num_samples: int) -> Tensor:
+def fixed_length(wave: np.ndarray | Tensor, num_samples: int) -> Tensor:
     """Peak-normalised, then cut or zero-padded to `num_samples`."""
     x = torch.zeros(num_samples)
-    wave = torch.from_numpy(wave[:num_samples])
+    wave = torch.as_tensor(wave[:num_samples])
     peak = wave.abs().max()
     x[: len(wave)] = wave / peak if peak > 0 else wave
     return x
@@ -86,8 +90,10 @@ def finite(features: np.ndarray, paths: list[Path], cache: Path | None) -> np.nd
     return features
 
 
-def cache_key(cfg: dict[str, Any], sample_rate: int, num_samples: int, paths: list[Path]) -> str:
-    digest = hashlib.sha256(json.dumps([cfg, sample_rate, num_samples], sort_keys=True).encode())
+def cache_key(cfg: dict[str, Any], sample_rate: int, num_samples: int, paths: list[Path],
+              augmentation: WaveAugmentation | None = None) -> str:
+    settings = [cfg, sample_rate, num_samples, CACHE_FORMAT] + ([augmentation.key] if augmentation else [])
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for path in paths:
         digest.update(path.name.encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())
@@ -101,29 +107,40 @@ def cached_features(
     sample_rate: int,
     num_samples: int,
     cache_dir: Path,
-) -> np.ndarray:
-    """Features [len(paths), frames, coefficients] of the recordings, from the cache
-    when these settings have seen these files before."""
+    augmentation: WaveAugmentation | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features [len(paths), frames, coefficients] of the recordings (changed by
+    `augmentation` first, if given) and the samples each held before it was cut or
+    padded to `num_samples`, from the cache when these settings have seen these files
+    before."""
     import datasets
 
     datasets.disable_progress_bars()
-    folder = cache_dir / "frontends" / f"{cfg['name']}-{cache_key(cfg, sample_rate, num_samples, paths)}"
+    folder = cache_dir / "frontends" / f"{cfg['name']}-{cache_key(cfg, sample_rate, num_samples, paths, augmentation)}"
     if folder.is_dir():
         log.info("front end %s: features from %s", cfg["name"], folder)
-        return finite(np.asarray(datasets.load_from_disk(str(folder)).with_format("numpy")["features"]), paths, folder)
+        table = datasets.load_from_disk(str(folder)).with_format("numpy")
+        return finite(np.asarray(table["features"]), paths, folder), np.asarray(table["samples"])
     frontend = build_frontend(cfg, sample_rate, num_samples)
     log.info("front end %s: computing features of %d recordings (cached in %s)", cfg["name"], len(paths), folder)
-    chunks = []
+    chunks, samples = [], []
     with torch.no_grad():
         for start in range(0, len(paths), BATCH):
-            waves = torch.stack([fixed_length(read(path), num_samples) for path in paths[start : start + BATCH]])
+            waves = [torch.from_numpy(read(path)) for path in paths[start : start + BATCH]]
+            if augmentation:
+                waves = augmentation.waves(waves, start)
+            samples += [min(len(wave), num_samples) for wave in waves]
+            waves = torch.stack([fixed_length(wave, num_samples) for wave in waves])
+            if augmentation:
+                waves = augmentation.noise(waves, start)
             chunks.append(frontend(waves).float().numpy())
     features = finite(np.concatenate(chunks), paths, None)
     table = datasets.Dataset.from_dict(
-        {"name": [path.name for path in paths], "features": features},
+        {"name": [path.name for path in paths], "features": features, "samples": samples},
         features=datasets.Features({
             "name": datasets.Value("string"),
             "features": datasets.Array2D(shape=features.shape[1:], dtype="float32"),
+            "samples": datasets.Value("int32"),
         }),
     )
     # written aside, then renamed: a killed run leaves no half cache behind
@@ -134,4 +151,4 @@ def cached_features(
         partial.replace(folder)
     except OSError:  # a run beside this one cached the same features first
         shutil.rmtree(partial, ignore_errors=True)
-    return features
+    return features, np.asarray(samples)

@@ -68,6 +68,11 @@ class ClassificationTask(Task):
         """Inputs of examples `index` of `split` as values in [0, 1], [n, T, I]."""
         raise NotImplementedError
 
+    def train_values(self, step: int, index: Tensor) -> Tensor:
+        """The values training step `step` feeds for training examples `index`
+        (a task that augments its data changes them here)."""
+        return self.values("train", index)
+
     @property
     def train_size(self) -> int:
         return len(self.labels["train"])
@@ -79,7 +84,7 @@ class ClassificationTask(Task):
         epoch, position = divmod(step, per_epoch)
         order = torch.randperm(self.train_size, generator=make_generator(self.seed, TRAIN_ORDER, epoch))
         index = order[position * batch_size : (position + 1) * batch_size]
-        inputs = self.encoder(self.values("train", index), make_generator(self.seed, TRAIN, step))
+        inputs = self.encoder(self.train_values(step, index), make_generator(self.seed, TRAIN, step))
         labels = self.labels["train"][index]
         if self.distill["teacher"] is None:
             return inputs, labels
