@@ -37,7 +37,7 @@ test: install ## run the test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # the documents whose generated blocks `make report` rewrites
-REPORT_DOCS := README.md,experiments/smnist.md,experiments/sine.md,experiments/language.md,experiments/fsdd.md
+REPORT_DOCS := README.md,experiments/smnist.md,experiments/sine.md,experiments/language.md,experiments/fsdd.md,experiments/long_sequences.md
 
 report: install ## rebuild reports/ and the results tables of the README and experiments/*.md from the runs in RUN_DIR
 	$(BIN)/snnlstm report paths.run_dir=$(RUN_DIR) 'docs=[$(REPORT_DOCS)]'

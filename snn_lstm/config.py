@@ -127,6 +127,7 @@ POSITIVE = Range(1, MAX_COUNT)  # 1, 2, ...
 SEED = Range(0, MAX_SEED)
 POSITIVE_REAL = Range(0.0, None, low_open=True)
 NON_NEGATIVE_REAL = Range(0.0, None)
+REAL = Range()  # any finite number (every float is checked for NaN and infinity)
 PROBABILITY = Range(0.0, 1.0)
 THRESHOLD = Range(0.0, 1.0, high_open=True)  # in [0, 1) min(s, 1) and H(s - theta1) agree on s in {0, 1, 2}
 DEVICES = ("cpu", "cuda", "auto")
@@ -172,12 +173,13 @@ class ImageTaskConfig:
     emnist_split: str = "balanced"
     folder: Optional[str] = None  # for dataset=idx: folder under paths.data_dir
     layout: str = "rows"  # rows, pixels or permuted_pixels
+    pixels_per_step: int = 1  # pixel layouts: k pixels per step (784 / k steps)
     permutation_seed: int = 0
     val_size: int = 5000  # the last training images, held out to pick best.pt
     eval_draws: int = 1  # spike trains averaged per evaluation image (1: the paper's single draw)
     distill: DistillConfig = field(default_factory=DistillConfig)
     DOMAINS: ClassVar = {"name": FolderName, "kind": choice(TASKS), "readout": choice(READOUTS), "dataset": choice(images.DATASETS),
-                         "emnist_split": choice(EMNIST_SIZES), "layout": choice(images.LAYOUTS), "permutation_seed": SEED,
+                         "emnist_split": choice(EMNIST_SIZES), "layout": choice(images.LAYOUTS), "pixels_per_step": POSITIVE, "permutation_seed": SEED,
                          "val_size": POSITIVE, "eval_draws": POSITIVE}
 
 
@@ -286,12 +288,14 @@ class SpikingLSTMConfig:
     alpha2: float = 0.3  # surrogate width for the candidate g
     cell_grad: str = "surrogate"  # or straight_through (the authors' code)
     init: str = "he"
+    forget_bias: float = 0.0  # b_f at the start (0: the init's)
+    chrono_steps: Optional[int] = None  # or T: b_f ~ log U(1, T - 1), b_i = -b_f
     engine: str = "auto"  # auto (fused: C++ on a CPU, Triton on a GPU), cpp, triton, torch (fused, any device), reference
     matmul_dtype: str = "float32"  # or tf32, bfloat16, float16: the fused engines' matrix products
     DOMAINS: ClassVar = {"name": choice(BACKBONES), "hidden_size": POSITIVE, "num_layers": POSITIVE, "theta1": THRESHOLD,
                          "theta2": THRESHOLD, "surrogate": choice(DERIVATIVES), "alpha1": POSITIVE_REAL,
                          "alpha2": POSITIVE_REAL, "cell_grad": choice(CELL_GRADS), "init": choice(INITS),
-                         "engine": choice(ENGINES), "matmul_dtype": choice(MATMUL_DTYPES)}
+                         "forget_bias": REAL, "chrono_steps": Range(3, MAX_COUNT), "engine": choice(ENGINES), "matmul_dtype": choice(MATMUL_DTYPES)}
 
 
 @dataclass
@@ -299,7 +303,10 @@ class LSTMConfig:
     name: str = "lstm"
     hidden_size: int = 200
     num_layers: int = 1
-    DOMAINS: ClassVar = {"name": choice(BACKBONES), "hidden_size": POSITIVE, "num_layers": POSITIVE}
+    forget_bias: float = 0.0  # as the spiking LSTM's
+    chrono_steps: Optional[int] = None
+    DOMAINS: ClassVar = {"name": choice(BACKBONES), "hidden_size": POSITIVE, "num_layers": POSITIVE,
+                         "forget_bias": REAL, "chrono_steps": Range(3, MAX_COUNT)}
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from snn_lstm.errors import UserError
-from snn_lstm.spiking.lstm import SpikingLSTM
+from snn_lstm.spiking.lstm import SpikingLSTM, set_forget_bias_
 
 READOUTS = ("last", "mean", "sequence")
 BACKBONES = ("slstm", "lstm")
@@ -54,7 +54,8 @@ def model_args(model_cfg: dict, input_size: int, output_size: int, readout: str)
 def build_model(model: dict[str, Any], input_size: int, output_size: int, readout: str, *,
                 surrogate: dict[str, Any] | None = None) -> SequenceModel:
     """`model` maps one to one onto the backbone's arguments (SpikingLSTM or nn.LSTM)
-    beside `name`. `surrogate`: the separate surrogate group of checkpoints written
+    beside `name` (nn.LSTM's `forget_bias` and `chrono_steps` start its forget gate as
+    SpikingLSTM's do). `surrogate`: the separate surrogate group of checkpoints written
     before the model group held the surrogate family and widths."""
     name, arguments = model["name"], {key: value for key, value in model.items() if key != "name"}
     if surrogate is not None:
@@ -65,7 +66,11 @@ def build_model(model: dict[str, Any], input_size: int, output_size: int, readou
         for key in ("hidden_size", "num_layers"):
             if arguments[key] <= 0:
                 raise UserError(f"model.{key} must be a positive integer, got {arguments[key]}")
+        forget = {key: arguments.pop(key) for key in ("forget_bias", "chrono_steps") if key in arguments}
         backbone = nn.LSTM(input_size, **arguments)
+        for layer in range(backbone.num_layers):  # the same start of the forget gate as the spiking LSTM's
+            set_forget_bias_(getattr(backbone, f"bias_ih_l{layer}"), getattr(backbone, f"bias_hh_l{layer}"),
+                             backbone.hidden_size, **forget)
     else:
         raise UserError(f"unknown model '{name}': choose one of {', '.join(BACKBONES)}")
     return SequenceModel(backbone, backbone.hidden_size, output_size, readout)

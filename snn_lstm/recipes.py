@@ -9,6 +9,9 @@ machine. Every run logs the hash as its tag `recipe`; `snnlstm report` counts a 
 for a row only when that tag equals the hash of the row's experiment file as the
 file stands now (or of one cell of the file's sweep), so a run with other overrides
 is never mixed into a published number.
+
+An option added after runs were recorded is left out of the recipe while it has the
+value that trains what those runs trained (LATER_OPTIONS), so they keep counting.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from omegaconf import DictConfig, OmegaConf
 RECIPE_TAG = "recipe"
 NOT_RECIPE = ("seed", "run_name", "resume", "overwrite", "tags", "paths", "tracking")
 NOT_RECIPE_TRAINER = ("device", "threads", "progress")
+# group -> {option: the value that trains as before the option existed}
+LATER_OPTIONS = {"model": {"forget_bias": 0.0, "chrono_steps": None}, "task": {"pixels_per_step": 1}}
 
 
 def recipe(cfg: DictConfig) -> dict[str, Any]:
@@ -32,6 +37,10 @@ def recipe(cfg: DictConfig) -> dict[str, Any]:
     plain = OmegaConf.to_container(cfg, resolve=False)
     kept = {key: value for key, value in plain.items() if key not in NOT_RECIPE}
     kept["trainer"] = {key: value for key, value in plain["trainer"].items() if key not in NOT_RECIPE_TRAINER}
+    for group, options in LATER_OPTIONS.items():
+        if isinstance(kept.get(group), dict):
+            kept[group] = {key: value for key, value in kept[group].items()
+                           if not (key in options and value == options[key])}
     return kept
 
 

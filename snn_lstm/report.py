@@ -114,6 +114,7 @@ class Tally:
 
     summaries: dict[tuple[str, str, Cell], Summary]
     not_counted: Counter
+    curves: dict[tuple[str, str], list[tuple[int, float]]] = field(default_factory=dict)  # (table, row) -> val curve
 
     def row(self, table: str, row: str) -> Summary | None:
         return self.summaries.get((table, row, ()))
@@ -320,6 +321,55 @@ def grid_table(name: str, row: str, grid: list[str], metric: str, tally: Tally) 
     return [*grid, "ours: mean ± sd (n seeds)"], [[*cell, fmt_summary(cells[cell], metric)] for cell in sorted(cells)]
 
 
+def details_table(name: str, spec: dict[str, Any], tally: Tally) -> tuple[list[str], list[list[str]]] | None:
+    """A table's `details` ({metric: heading}): more final metrics of each counted row,
+    the mean over its seeds (memory/..., for instance); None when the table has none."""
+    details = spec.get("details") or {}
+    if not details:
+        return None
+    rows = []
+    for row, entry in spec["rows"].items():
+        summary = row_summary(name, row, entry or {}, tally)
+        metrics = summary.metrics if summary else {}
+        rows.append([row, *(f"{metrics[metric]:.3g}" if metric in metrics else "-" for metric in details)])
+    return ["row (mean over seeds)", *(f"{heading} (`{metric}`)" for metric, heading in details.items())], rows
+
+
+def validation_metric(spec: dict[str, Any]) -> str:
+    return "val/" + spec["metric"].split("/", 1)[1]  # test/acc -> val/acc
+
+
+def add_curves(tally: Tally, uri: str, tables: dict[str, Any]) -> None:
+    """For each table with `curves: true`, the validation history of every counted
+    row's first seed, into tally.curves."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    for name, spec in tables.items():
+        for row in spec["rows"] if spec.get("curves") else ():
+            summary = tally.row(name, row)
+            if summary:
+                history = client.get_metric_history(summary.run_ids[0], validation_metric(spec))
+                tally.curves[(name, row)] = sorted((m.step, m.value) for m in history)
+
+
+def curves_table(name: str, spec: dict[str, Any], tally: Tally) -> tuple[list[str], list[list[str]]] | None:
+    """The learning curves as a table: the validation metric of each row's first seed at every evaluation."""
+    curves = {row: dict(tally.curves[(name, row)]) for row in spec["rows"] if tally.curves.get((name, row))}
+    if not curves:
+        return None
+    steps = sorted({step for curve in curves.values() for step in curve})
+    rows = [[row, *(fmt(curve.get(step), spec["metric"]) for step in steps)] for row, curve in curves.items()]
+    return [f"{validation_metric(spec)} at step (first seed)", *map(str, steps)], rows
+
+
+def extra_tables(name: str, spec: dict[str, Any], tally: Tally) -> list[tuple[str, tuple[list[str], list[list[str]]]]]:
+    """The tables a table's spec asks for below its rows, with their captions."""
+    tables = [("Details, the mean over the counted seeds", details_table(name, spec, tally)),
+              ("Learning curves", curves_table(name, spec, tally))]
+    return [(caption, table) for caption, table in tables if table]
+
+
 def not_counted_lines(name: str, spec: dict[str, Any], tally: Tally) -> list[str]:
     return [f"`{row}`: {tally.not_counted[(name, row)]} run(s) with another recipe, not counted"
             for row in spec["rows"] if tally.not_counted[(name, row)]]
@@ -350,6 +400,8 @@ def table_markdown(name: str, spec: dict[str, Any], tally: Tally, pinned) -> str
     for row, entry in spec["rows"].items():
         if (entry or {}).get("grid"):
             parts += [f"`{row}`, mean ± sd (n seeds) per cell:", markdown_table(*grid_table(name, row, entry["grid"], spec["metric"], tally))]
+    for caption, table in extra_tables(name, spec, tally):
+        parts += [f"{caption}:", markdown_table(*table)]
     parts += [line for line in ["\n".join(f"- {line}" for line in not_counted_lines(name, spec, tally))] if line]
     return "\n\n".join(parts + [NOTE])
 
@@ -361,6 +413,8 @@ def table_html(name: str, spec: dict[str, Any], tally: Tally, pinned) -> str:
         if (entry or {}).get("grid"):
             parts += [f"<p>{html.escape(row)}, mean ± sd (n seeds) per cell:</p>",
                       html_table(*grid_table(name, row, entry["grid"], spec["metric"], tally))]
+    for caption, table in extra_tables(name, spec, tally):
+        parts += [f"<p>{html.escape(caption)}:</p>", html_table(*table)]
     parts += [f"<p>{html.escape(line)}</p>" for line in not_counted_lines(name, spec, tally)]
     return "".join(parts)
 
@@ -390,7 +444,7 @@ def draw_figures(uri: str, tables: dict[str, Any], tally: Tally, folder: Path) -
                 points = [(float(cell[0]), float(cell[1]), summary.mean) for cell, summary in cells.items()]
                 figures[f"{spec['title']}: {spec['metric']} over the {grid[0]} x {grid[1]} grid (mean over seeds)"] = \
                     plot_alpha_grid(points, folder / f"{name}_{row}.png")
-        val_metric = "val/" + spec["metric"].split("/", 1)[1]  # test/acc -> val/acc
+        val_metric = validation_metric(spec)
         curves = {}
         for row in spec["rows"]:
             summary = tally.row(name, row)
@@ -442,6 +496,7 @@ def write_report(cfg: DictConfig) -> list[Path]:
     runs = tagged_runs(uri, cfg.tracking.experiment)
     pinned = pinned_experiments()
     tally = summarise(runs, tables, pinned)
+    add_curves(tally, uri, tables)
     log.info("%d tagged runs in %s, %d counted", len(runs), uri, sum(s.count for s in tally.summaries.values()))
     blocks = {name: table_markdown(name, spec, tally, pinned) for name, spec in tables.items()}
     documents = {Path(path): filled_document(Path(path), blocks) for path in cfg.docs}  # before anything is written

@@ -36,10 +36,12 @@ from snn_lstm.devices import machine_description, select_device, setup_torch
 from snn_lstm.distributed import Group, join, leave
 from snn_lstm.energy import energy_metrics
 from snn_lstm.errors import UserError, reports_user_errors, run_reporting_errors
+from snn_lstm.memory import memory_metrics
 from snn_lstm.models import build_model, model_args
 from snn_lstm.sweeps import multirun_tags, worker_name
 from snn_lstm.tasks import build_task
 from snn_lstm.tasks.base import Task
+from snn_lstm.tasks.classification import ClassificationTask
 from snn_lstm.tracking import BACKLOG, Tracker, flatten, make_tracker
 
 log = logging.getLogger("snnlstm.train")
@@ -196,15 +198,21 @@ def validate(run: Run) -> float:
 
 def finish(run: Run) -> None:
     """After the last step: the final splits' metrics, the activity and energy proxy of
-    the trained backbone, the task's artifacts and the checkpoints, all into the run."""
+    the trained backbone, how far back a classifier's gradient and cells reach
+    (snn_lstm.memory), the task's artifacts and the checkpoints, all into the run."""
     metrics: dict[str, float] = {}
     for split in run.task.final_splits:
         metrics.update(run.task.score(run.model, split, run.device))
     log.info("final (step %d): %s", run.step, _format(metrics))
-    inputs = run.task.sample_inputs(run.trainer["batch_size"]).transpose(0, 1).to(run.device)
-    activity = energy_metrics(run.model.backbone, inputs)
+    samples = run.task.sample_inputs(run.trainer["batch_size"]).to(run.device)
+    activity = energy_metrics(run.model.backbone, samples.transpose(0, 1))
     log.info("activity and energy proxy: %s", _format(activity))
     metrics.update(activity)
+    if isinstance(run.task, ClassificationTask):
+        targets = run.task.labels["test"][: len(samples)].to(run.device)
+        memory = memory_metrics(run.model, samples, targets, run.task.loss)
+        log.info("memory: %s", _format(memory))
+        metrics.update(memory)
     run.tracker.log_metrics(metrics, run.step)
     run.checkpoint("last.pt", metrics)
     for artifact in run.task.write_artifacts(run.model, run.out_dir):

@@ -36,6 +36,20 @@ def test_alpha_study_sweeps_a_grid_of_recipes():
     assert load_experiment("paper/table1/slstm").recipes.isdisjoint(study.recipes)
 
 
+def test_options_added_later_leave_the_recipe_as_before_at_their_neutral_value():
+    from snn_lstm.recipes import LATER_OPTIONS, recipe, recipe_hash
+
+    name = "experiment=beyond/psmnist/slstm"
+    base = compose_train([name])
+    kept = recipe(base)
+    for group, options in LATER_OPTIONS.items():
+        assert set(options) <= set(base[group]) and not set(options) & set(kept[group])
+    neutral = ["model.forget_bias=0.0", "model.chrono_steps=null", "task.pixels_per_step=1"]
+    assert recipe_hash(compose_train([name, *neutral])) == recipe_hash(base)
+    for change in ("model.forget_bias=1.0", "model.chrono_steps=784", "task.pixels_per_step=4"):
+        assert recipe_hash(compose_train([name, change])) != recipe_hash(base), change
+
+
 def test_leave_one_speaker_out_files_pin_one_recipe_per_held_out_speaker():
     from snn_lstm.recipes import recipe_hash
 

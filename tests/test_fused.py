@@ -77,7 +77,7 @@ def assert_close_relative(actual, expected, name):
 
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("surrogate, cell_grad", list(itertools.product(SURROGATES, ["straight_through", "surrogate"])))
+@pytest.mark.parametrize("surrogate, cell_grad", list(itertools.product(SURROGATES, ["straight_through", "surrogate", "clamp"])))
 def test_fused_equals_reference(engine, shape, surrogate, cell_grad):
     reference, fused = make_pair(engine, shape, surrogate, cell_grad)
     T, B, I, H, layers = shape
@@ -377,7 +377,7 @@ def run_on_cuda_and_cpu(reference, fused, shape):
 @needs_cuda
 @pytest.mark.parametrize("engine", CUDA_ENGINES)
 @pytest.mark.parametrize("shape", [(9, 6, 5, 7, 2), (30, 37, 3, 100, 1)], ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("surrogate, cell_grad", list(itertools.product(SURROGATES, ["straight_through", "surrogate"])))
+@pytest.mark.parametrize("surrogate, cell_grad", list(itertools.product(SURROGATES, ["straight_through", "surrogate", "clamp"])))
 def test_engines_on_cuda_equal_the_cpu_reference(engine, shape, surrogate, cell_grad):
     reference, fused = make_pair(engine, shape, surrogate, cell_grad)
     (out_ref, hn_ref, cn_ref, grads_ref), (out, hn, cn, grads) = run_on_cuda_and_cpu(reference, fused, shape)

@@ -87,6 +87,39 @@ def test_layouts(tiny_data_dir):
     assert torch.equal(permuted.sequences(image)[0, :, 0], image[0].flatten()[permuted.permutation].float() / 255)
 
 
+def test_pixels_per_step_groups_consecutive_pixels_of_the_order(tiny_data_dir):
+    for layout in ("pixels", "permuted_pixels"):
+        one = build_task(image_cfg(layout=layout), encoder="identity", data_dir=tiny_data_dir, seed=0, eval_limit=None)
+        four = build_task(image_cfg(layout=layout, pixels_per_step=4), encoder="identity", data_dir=tiny_data_dir, seed=0,
+                          eval_limit=None)
+        image = one.images["test"][:2]
+        assert four.input_size == 4 and four.sequences(image).shape == (2, 196, 4)
+        assert torch.equal(four.sequences(image).flatten(1), one.sequences(image).flatten(1))  # same order, 4 per step
+    with pytest.raises(UserError, match="pixel layouts"):
+        build_task(image_cfg(pixels_per_step=4), encoder="identity", data_dir=tiny_data_dir, seed=0, eval_limit=None)
+    with pytest.raises(UserError, match="must divide the 784 pixels"):
+        build_task(image_cfg(layout="pixels", pixels_per_step=5), encoder="identity", data_dir=tiny_data_dir, seed=0,
+                   eval_limit=None)
+
+
+def test_sequence_readout_trains_every_step_on_the_label_and_classifies_on_the_last(tiny_data_dir):
+    import torch.nn.functional as F
+
+    task = build_task(image_cfg(readout="sequence"), encoder="identity", data_dir=tiny_data_dir, seed=0, eval_limit=None)
+    torch.manual_seed(0)
+    output, labels = torch.randn(5, 28, 10), torch.randint(0, 10, (5,))
+    per_step = torch.stack([F.cross_entropy(output[:, t], labels) for t in range(28)])
+    assert torch.allclose(task.loss(output, labels), per_step.mean())
+    soft = F.softmax(torch.randn(5, 10), -1)  # distillation targets are distributions
+    assert torch.allclose(task.loss(output, soft), torch.stack([F.cross_entropy(output[:, t], soft) for t in range(28)]).mean())
+    sequence = build_model({"name": "lstm", "hidden_size": 8, "num_layers": 1}, 28, 10, "sequence")
+    last = build_model({"name": "lstm", "hidden_size": 8, "num_layers": 1}, 28, 10, "last")
+    last.load_state_dict(sequence.state_dict())
+    scored = build_task(image_cfg(), encoder="identity", data_dir=tiny_data_dir, seed=0, eval_limit=None)
+    cpu = torch.device("cpu")
+    assert task.evaluate(sequence, "test", cpu) == scored.evaluate(last, "test", cpu)  # the last step's logits decide
+
+
 def test_bernoulli_batches_are_fresh_per_step_and_fixed_for_evaluation(tiny_data_dir):
     task = build_task(image_cfg(), encoder="bernoulli", data_dir=tiny_data_dir, seed=0, eval_limit=None)
     x0, y0 = task.train_batch(0, 8)

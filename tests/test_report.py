@@ -132,6 +132,10 @@ def store(tmp_path_factory) -> str:
         for speaker, acc in zip(speakers, accuracies):
             add_run(uri, experiment, seed, {"test/acc": acc, "energy/slstm_nj": 10.0 * (1 + seed), "energy/lstm_nj": 200.0},
                     params={"task.held_out_speaker": speaker}, overrides=[f"task.held_out_speaker={speaker}"])
+    memory = {"memory/grad_q1_over_q4": 0.25, "memory/l0/forget_q4": 0.9, "memory/l0/held_100": 0.5}
+    for seed, ratio in ((0, 0.25), (1, 0.75)):
+        add_run(uri, "beyond/psmnist/slstm", seed, {"test/acc": 0.5, **memory, "memory/grad_q1_over_q4": ratio},
+                history=[(859, 0.3 + seed), (1718, 0.6)])
     return uri
 
 
@@ -166,6 +170,14 @@ def test_markdown_tables_count_only_runs_pinned_to_the_experiment_file(store, tm
     assert "70.00% ± 7.07pp (n=2), mean over 4 cells (below)" in pooled and "85.00% (n=1) [frames_lstm]" in pooled
     assert "15 nJ = 7.5% of the LSTM's 200 nJ" in pooled  # the energy of the pooled seeds, 10 and 20 nJ
     assert "| jackson | 66.67% ± 20.82pp (n=3) |" in speakers and "| yweweler | 85.00% ± 7.07pp (n=2) |" in speakers
+    long = (tmp_path / "reports" / "long_sequences.md").read_text()
+    details = long.split("Details, the mean over the counted seeds:")[1]
+    assert "| psmnist_slstm | 0.5 | 0.9 | 0.5 | - |" in details  # the mean over seeds 0 and 1; one metric not logged
+    assert "| pmnist_slstm | - | - | - | - |" in details and "(`memory/l0/held_100`)" in details
+    curves = long.split("Learning curves:")[1]
+    assert "| val/acc at step (first seed) | 859 | 1718 |" in curves and "| psmnist_slstm | 30.00% | 60.00% |" in curves
+    assert "Details" not in (tmp_path / "reports" / "table1.md").read_text()  # only tables that ask for them
+    assert "Learning curves" not in (tmp_path / "reports" / "table1.md").read_text()
     names = {path.name for path in files}
     assert {"fig2d_surrogates.png", "fig6_alpha_grid.png", "curves_table1.png", "rates_table1.png", "README.md",
             "fig4_sine_predictions.png"} <= names

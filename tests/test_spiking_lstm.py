@@ -10,7 +10,7 @@ from torch import nn
 from snn_lstm.errors import UserError
 from snn_lstm.spiking import SpikingLSTM, SpikingLSTMCell
 from snn_lstm.spiking.fused import triton_interpreted
-from snn_lstm.spiking.lstm import SpikeParams, spiking_lstm_step
+from snn_lstm.spiking.lstm import SpikeParams, spiking_lstm_step, unpack_spikes
 from snn_lstm.spiking.surrogate import Surrogate
 
 
@@ -49,7 +49,7 @@ def test_threshold_tie_does_not_spike():
     assert all(gate.item() == 0 for gate in gates) and h.item() == 0 and c.item() == 0
 
 
-@pytest.mark.parametrize("cell_grad", ["straight_through", "surrogate"])
+@pytest.mark.parametrize("cell_grad", ["straight_through", "surrogate", "clamp"])
 def test_every_state_is_binary_and_c_is_clamped(cell_grad):
     torch.manual_seed(0)
     layer = SpikingLSTM(8, 32, 2, cell_grad=cell_grad, init="normal")
@@ -97,7 +97,8 @@ def reference_bptt(x, h0, c0, w_ih, w_hh, b_ih, b_hh, upstream, cell_grad, theta
         a_i, a_f, a_g, a_o, i, f, g, o, s = cache[t]
         dh = upstream[t] + dh_next
         dc = o * dh + f_next * ds_next
-        ds = dc if cell_grad == "straight_through" else gaussian(s - theta1, alpha1) * dc
+        ds = {"straight_through": dc, "clamp": (s <= 1).to(dc.dtype) * dc,
+              "surrogate": gaussian(s - theta1, alpha1) * dc}[cell_grad]
         da_i = ds * g * gaussian(a_i - theta1, alpha1)
         da_f = ds * cs[t] * gaussian(a_f - theta1, alpha1)
         da_g = ds * i * gaussian(a_g - theta2, alpha2)
@@ -115,7 +116,7 @@ def reference_bptt(x, h0, c0, w_ih, w_hh, b_ih, b_hh, upstream, cell_grad, theta
 
 @pytest.mark.parametrize("engine", ["reference", "auto", pytest.param("triton", marks=pytest.mark.skipif(
     not triton_interpreted(), reason="the triton engine on CPU tensors needs Triton's interpreter"))])
-@pytest.mark.parametrize("cell_grad", ["straight_through", "surrogate"])
+@pytest.mark.parametrize("cell_grad", ["straight_through", "surrogate", "clamp"])
 def test_gradients_equal_the_spec_backward(cell_grad, engine):
     torch.manual_seed(1)
     T, B, I, H = 12, 5, 6, 7
@@ -147,7 +148,7 @@ def test_gradients_equal_the_spec_backward(cell_grad, engine):
 
 
 @pytest.mark.parametrize("surrogate", ["gaussian", "piecewise_linear", "fast_sigmoid", "atan", "straight_through"])
-@pytest.mark.parametrize("cell_grad", ["straight_through", "surrogate"])
+@pytest.mark.parametrize("cell_grad", ["straight_through", "surrogate", "clamp"])
 def test_gradients_reach_every_parameter(surrogate, cell_grad):
     torch.manual_seed(2)
     layer = SpikingLSTM(5, 16, 3, surrogate=surrogate, alpha1=2.0, alpha2=1.0, cell_grad=cell_grad, init="normal")
@@ -190,6 +191,54 @@ def test_initialisations():
     pytorch = SpikingLSTM(300, 200, init="pytorch")
     bound = 1 / math.sqrt(200)
     assert pytorch.weight_ih_l0.abs().max() <= bound and pytorch.bias_ih_l0.abs().max() > 0.9 * bound
+
+
+def test_forget_bias_starts_the_forget_gate_open_in_both_backbones():
+    from snn_lstm.models import build_model
+
+    torch.manual_seed(5)
+    hidden = 16
+    forget = slice(hidden, 2 * hidden)
+    spiking = SpikingLSTM(3, hidden, num_layers=2, forget_bias=2.5)
+    plain = build_model({"name": "lstm", "hidden_size": hidden, "num_layers": 2, "forget_bias": 2.5}, 3, 4, "last").backbone
+    for lstm in (spiking, plain):
+        for layer in range(2):
+            b_ih, b_hh = getattr(lstm, f"bias_ih_l{layer}"), getattr(lstm, f"bias_hh_l{layer}")
+            assert torch.equal(b_ih[forget] + b_hh[forget], torch.full((hidden,), 2.5))
+    # the other gates keep the init's biases: zero for he, PyTorch's uniform for nn.LSTM
+    assert spiking.bias_ih_l0[:hidden].abs().sum() == 0 and plain.bias_ih_l0[:hidden].abs().sum() > 0
+    # with b_f = 2.5 far above theta1, every forget gate is open from the first step on
+    _, _, records = spiking.forward_with_spikes(torch.zeros(20, 2, 3))
+    assert bool(unpack_spikes(records[0])["f"].eq(1).all())
+    closed = SpikingLSTM(3, hidden)
+    _, _, records = closed.forward_with_spikes(torch.zeros(20, 2, 3))
+    assert bool(unpack_spikes(records[0])["f"].eq(0).all())  # zero biases: a_f = 0 < theta1
+
+
+def test_chrono_init_spreads_the_forget_bias_over_time_scales():
+    torch.manual_seed(6)
+    hidden, steps = 2000, 784
+    lstm = SpikingLSTM(1, hidden, chrono_steps=steps)
+    b_f = lstm.bias_ih_l0[hidden:2 * hidden] + lstm.bias_hh_l0[hidden:2 * hidden]
+    b_i = lstm.bias_ih_l0[:hidden] + lstm.bias_hh_l0[:hidden]
+    assert torch.equal(b_i, -b_f)
+    assert b_f.min() >= 0 and b_f.max() <= math.log(steps - 1)
+    # exp(b_f) is uniform on [1, T - 1]
+    assert b_f.exp().mean().item() == pytest.approx(steps / 2, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"forget_bias": 1.0, "chrono_steps": 100}, "keep one"),
+        ({"chrono_steps": 2}, "at least 3"),
+        ({"forget_bias": 1.0, "bias": False}, "need bias=True"),
+        ({"forget_bias": float("nan")}, "finite"),
+    ],
+)
+def test_bad_forget_gate_starts_are_user_errors(kwargs, message):
+    with pytest.raises(UserError, match=message):
+        SpikingLSTM(2, 3, **kwargs)
 
 
 @pytest.mark.parametrize(

@@ -239,6 +239,15 @@ def _fill_previous_hidden(xh: Tensor, bits: Tensor, h0: Tensor, input_size: int)
     xh[1:, :, input_size : input_size + hidden] = _hidden_from_bits(bits[:-1], xh.dtype)
 
 
+def cell_derivatives(spike: "SpikeParams") -> list[float]:
+    """dc_t/ds_t at s_t = 0, 1, 2 (the only values s takes): the table every engine's backward reads."""
+    if spike.cell_grad == "clamp":
+        return [1.0, 1.0, 0.0]
+    if spike.cell_grad == "straight_through":
+        return [1.0, 1.0, 1.0]
+    return spike.gate.derivative(torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64) - spike.theta1).tolist()
+
+
 def _backward_loop_torch(sur, bits, grad_h, grad_c_last, h0, c0, w_hh, xh, input_size: int, cell_surrogate: bool,
                          cell_sur: list[float]):
     """Same contract as the C++ backward_loop: `sur` is overwritten with da and the
@@ -344,8 +353,7 @@ class FusedSpikingLSTMLayer(torch.autograd.Function):
             grad_h_seq = x.new_zeros(steps, batch, hidden)
         if grad_c_last is None:
             grad_c_last = x.new_zeros(batch, hidden)
-        # s takes only the values 0, 1, 2: its surrogate is a table of three numbers
-        cell_sur = spike.gate.derivative(torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64) - spike.theta1).tolist()
+        cell_sur = cell_derivatives(spike)
         # Rows [x_t, h_{t-1}, 1]: one product with da gives dW_ih, dW_hh and db at once.
         inputs = x.shape[-1]
         xh = x.new_empty(steps, batch, inputs + hidden + 1)
@@ -364,7 +372,7 @@ class FusedSpikingLSTMLayer(torch.autograd.Function):
             dc0 = _bit(bits[0], BIT_F, ds0.dtype) * ds0
         else:
             loop = compiled_kernels().backward_loop if ctx.engine == "cpp" else _backward_loop_torch
-            cell_surrogate = spike.cell_grad == "surrogate"
+            cell_surrogate = spike.cell_grad != "straight_through"  # dc/ds from the table, else 1
             dh0, dc0 = loop(sur, bits, grad_h_seq, grad_c_last, h0, c0, w_hh, xh, inputs, cell_surrogate, cell_sur)
             da = sur.view(steps * batch, -1)  # the loop has turned G into da
         grads = _product(da.t(), rows.to(w_hh.dtype))

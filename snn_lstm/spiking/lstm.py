@@ -18,6 +18,13 @@ dc_t/ds_t:
 
     surrogate         g_alpha1(s_t - theta1)     (c_t = H(s_t - theta1), same values; the default)
     straight_through  1                          (the authors' code; fails to learn the sine task)
+    clamp             1 if s_t <= 1, 0 if s_t = 2   (the derivative of min(s_t, 1) itself)
+
+Through a held bit (f_{t+1} = 1) the error of c_t travels back as
+dL/ds_t = dc_t/ds_t (o_t dL/dh_t + dL/ds_{t+1}): surrogate multiplies it at every
+step by g_alpha1(s_t - theta1) <= 1/sqrt(pi alpha1) (0.28 for the Gaussian of width
+4), so 100 steps back nothing is left of it; clamp passes it whole while the cell is
+not overwritten (s_t <= 1), as an LSTM's cell does with f = 1.
 
 Layout is time-major like nn.LSTM: input [T, B, I], output [T, B, H] and the
 final state (h_n, c_n), each [num_layers, B, H].
@@ -36,7 +43,7 @@ from snn_lstm.errors import UserError
 from snn_lstm.spiking.fused import BIT_C, BIT_F, BIT_G, BIT_I, BIT_O, MATMUL_DTYPES, spiking_lstm_layer
 from snn_lstm.spiking.surrogate import Surrogate
 
-CELL_GRADS = ("straight_through", "surrogate")
+CELL_GRADS = ("straight_through", "surrogate", "clamp")
 INITS = ("he", "normal", "pytorch")
 # "reference": the step function under autograd, one graph node per op and step;
 # the others run one fused autograd function per layer (fused.py).
@@ -86,6 +93,8 @@ def spiking_lstm_step(
     if p.cell_grad == "straight_through":
         # Value min(s, 1), derivative 1: the clamp's correction carries no gradient.
         c_new = s - (s - 1.0).clamp(min=0.0).detach()
+    elif p.cell_grad == "clamp":
+        c_new = s - F.relu(s - 1.0)  # relu'(0) = 0: derivative 1 at s = 0 and 1, 0 at s = 2
     else:
         c_new = p.gate(s - p.theta1)
     h_new = o * c_new
@@ -127,6 +136,36 @@ def init_lstm_parameters_(
             b.zero_()
 
 
+def set_forget_bias_(bias_ih: Tensor, bias_hh: Tensor, hidden_size: int, forget_bias: float = 0.0,
+                     chrono_steps: int | None = None) -> None:
+    """Start the forget gate open, on top of the weights' init (gate order i, f, g, o):
+
+        constant  b_f = forget_bias                       (forget_bias != 0)
+        chrono    b_f ~ log U(1, T - 1),  b_i = -b_f      (chrono_steps = T; Tallec & Ollivier 2018)
+
+    the whole value in b_ih, its slice of b_hh zeroed, so b_ih + b_hh is as written.
+    A spiking gate is open while a_f > theta1, so b_f far above theta1 keeps a cell's bit
+    for many steps unless the input and h_{t-1} close it; chrono spreads the units over
+    time scales up to T and lowers their input gates by as much."""
+    if chrono_steps is not None and forget_bias != 0.0:
+        raise UserError(f"model.forget_bias ({forget_bias}) and model.chrono_steps ({chrono_steps}) both set the "
+                        "forget bias: keep one (forget_bias=0 or chrono_steps=null)")
+    if chrono_steps is not None and (isinstance(chrono_steps, bool) or not isinstance(chrono_steps, int) or chrono_steps < 3):
+        raise UserError(f"model.chrono_steps must be an integer of at least 3 (the longest time scale, in steps), got {chrono_steps}")
+    if not math.isfinite(forget_bias):
+        raise UserError(f"model.forget_bias must be a finite number, got {forget_bias}")
+    forget, input_gate = slice(hidden_size, 2 * hidden_size), slice(0, hidden_size)
+    with torch.no_grad():
+        if chrono_steps is not None:
+            value = torch.empty(hidden_size, dtype=bias_ih.dtype).uniform_(1.0, chrono_steps - 1.0).log_()
+            for gate, sign in ((forget, 1.0), (input_gate, -1.0)):
+                bias_ih[gate] = sign * value.to(bias_ih.device)
+                bias_hh[gate] = 0.0
+        elif forget_bias != 0.0:
+            bias_ih[forget] = forget_bias
+            bias_hh[forget] = 0.0
+
+
 def spike_params(theta1: float = 0.1, theta2: float = 0.1, surrogate: str = "gaussian", alpha1: float = 4.0,
                  alpha2: float = 0.3, cell_grad: str = "surrogate") -> SpikeParams:
     """The spiking options of a cell or layer as one SpikeParams (both gates' surrogates of one family)."""
@@ -141,9 +180,11 @@ SPIKING_OPTIONS_DOC = """
                     fast_sigmoid, atan, straight_through
         alpha1      width of the gates' surrogate (4.0, the paper's for gaussian)
         alpha2      width of the candidate's surrogate (0.3)
-        cell_grad   dc/ds in the backward: surrogate (g'(s - theta1); the default) or
-                    straight_through (1, the authors' code)
+        cell_grad   dc/ds in the backward: surrogate (g'(s - theta1); the default),
+                    straight_through (1, the authors' code) or clamp (1 for s <= 1, 0 for s = 2)
         init        he (N(0, 2/(I+H)), zero biases; the authors' code), normal (N(0, 1)), pytorch
+        forget_bias   b_f at the start (0.0: the init's; needs bias=True), see set_forget_bias_
+        chrono_steps  None, or T: chrono init b_f ~ log U(1, T - 1), b_i = -b_f
     """
 
 
@@ -158,7 +199,8 @@ class SpikingLSTMCell(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None, *,
                  theta1: float = 0.1, theta2: float = 0.1, surrogate: str = "gaussian", alpha1: float = 4.0,
-                 alpha2: float = 0.3, cell_grad: str = "surrogate", init: str = "he"):
+                 alpha2: float = 0.3, cell_grad: str = "surrogate", init: str = "he", forget_bias: float = 0.0,
+                 chrono_steps: int | None = None):
         super().__init__()
         _check_sizes(input_size, hidden_size, 1)
         _check_flag("bias", bias)
@@ -171,6 +213,7 @@ class SpikingLSTMCell(nn.Module):
         self.bias_hh = nn.Parameter(torch.empty(4 * hidden_size, **factory)) if bias else None
         biases = [b for b in (self.bias_ih, self.bias_hh) if b is not None]
         init_lstm_parameters_([self.weight_ih, self.weight_hh], biases, input_size, hidden_size, init)
+        _start_forget_gate(biases, hidden_size, forget_bias, chrono_steps)
 
     def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         if input.dim() not in (1, 2) or input.shape[-1] != self.input_size:
@@ -212,7 +255,8 @@ class SpikingLSTM(nn.Module):
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0,
                  device=None, dtype=None, *, theta1: float = 0.1, theta2: float = 0.1, surrogate: str = "gaussian",
                  alpha1: float = 4.0, alpha2: float = 0.3, cell_grad: str = "surrogate", init: str = "he",
-                 engine: str = "auto", matmul_dtype: str = "float32"):
+                 forget_bias: float = 0.0, chrono_steps: int | None = None, engine: str = "auto",
+                 matmul_dtype: str = "float32"):
         super().__init__()
         _check_sizes(input_size, hidden_size, num_layers)
         for name, value in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
@@ -247,6 +291,7 @@ class SpikingLSTM(nn.Module):
                 setattr(self, f"bias_ih_l{layer}", biases[0])
                 setattr(self, f"bias_hh_l{layer}", biases[1])
             init_lstm_parameters_([w_ih, w_hh], biases, layer_in, hidden_size, init)
+            _start_forget_gate(biases, hidden_size, forget_bias, chrono_steps)
 
     def layer_parameters(self, layer: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         get = lambda name: getattr(self, f"{name}_l{layer}", None)  # noqa: E731
@@ -327,6 +372,13 @@ class SpikingLSTM(nn.Module):
 def _spike_repr(p: SpikeParams) -> str:
     return (f"theta1={p.theta1}, theta2={p.theta2}, surrogate={p.gate.name}, alpha1={p.gate.width}, "
             f"alpha2={p.candidate.width}, cell_grad={p.cell_grad}")
+
+
+def _start_forget_gate(biases: list[Tensor], hidden_size: int, forget_bias: float, chrono_steps: int | None) -> None:
+    if not biases and (forget_bias != 0.0 or chrono_steps is not None):
+        raise UserError("model.forget_bias and model.chrono_steps set a bias: they need bias=True")
+    if biases:
+        set_forget_bias_(*biases, hidden_size, forget_bias, chrono_steps)
 
 
 def _check_flag(name: str, value) -> None:

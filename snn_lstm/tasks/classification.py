@@ -9,7 +9,10 @@ from a stream seeded by the step, so a batch depends only on (seed, step).
 Evaluation may present each example `eval_draws` = K times (K independent spike
 trains, as a longer rate-coded presentation would) and average the class
 probabilities, p = (1/K) sum_k softmax(z_k); K = 1 (the default) is the paper's
-protocol, a single draw. Loss cross-entropy; metric accuracy.
+protocol, a single draw. Loss cross-entropy; metric accuracy. With readout=sequence
+every step is trained on the sequence's label, loss = (1/T) sum_t CE(z_t, y) (a
+per-step loss: the error reaches every step directly), and the last step's logits
+z_T classify.
 
 Distillation (`distill.teacher`: the checkpoint of a model trained on the same
 data, for instance a plain LSTM reading the intensities themselves): the training
@@ -44,6 +47,11 @@ EVAL_BATCH = 1000
 TEACHER_BATCH = 2000  # as in the recorded distilled runs: the batch size moves the last bits of the logits
 # Task settings that do not change which examples a model sees (a teacher may differ in them).
 MODEL_SETTINGS = ("readout", "hidden_size", "eval_draws", "distill")
+
+
+def class_logits(output: Tensor) -> Tensor:
+    """[B, C] class scores of a model's output: readout=sequence ([B, T, C]) classifies on its last step."""
+    return output[:, -1] if output.dim() == 3 else output
 
 
 class ClassificationTask(Task):
@@ -114,8 +122,8 @@ class ClassificationTask(Task):
         teacher.eval()
         encoder = build_encoder(checkpoint["config"]["encoder"]["name"])
         with torch.no_grad():
-            logits = [teacher(encoder(self.values("train", slice(start, start + TEACHER_BATCH)),
-                                      make_generator(0, SPLIT_STREAMS["train"], batch)))[0]
+            logits = [class_logits(teacher(encoder(self.values("train", slice(start, start + TEACHER_BATCH)),
+                                                   make_generator(0, SPLIT_STREAMS["train"], batch)))[0])
                       for batch, start in enumerate(range(0, self.train_size, TEACHER_BATCH))]
         return F.softmax(torch.cat(logits) / self.distill["temperature"], -1)
 
@@ -125,6 +133,9 @@ class ClassificationTask(Task):
         return self.encoder(values, make_generator(0, SPLIT_STREAMS["test"], 0))  # the first test draw
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        if output.dim() == 3:  # readout=sequence: [B, T, C], each step scored on the sequence's target
+            target = target.unsqueeze(1).expand(-1, output.shape[1], *target.shape[1:])
+            return F.cross_entropy(output.flatten(0, 1), target.flatten(0, 1))
         return F.cross_entropy(output, target)
 
     @torch.no_grad()
@@ -136,7 +147,8 @@ class ClassificationTask(Task):
             y = labels[start : start + EVAL_BATCH].to(device)
             # log of the mean probability over the draws; draw 0 is the single-draw protocol
             log_probs = torch.stack([
-                F.log_softmax(model(self.encoder(values, make_generator(draw, SPLIT_STREAMS[split], batch)).to(device))[0], -1)
+                F.log_softmax(class_logits(model(self.encoder(values, make_generator(draw, SPLIT_STREAMS[split], batch))
+                                                 .to(device))[0]), -1)
                 for draw in range(self.eval_draws)
             ]).logsumexp(0) - math.log(self.eval_draws)
             loss_sum += F.nll_loss(log_probs, y, reduction="sum").item()

@@ -4,9 +4,11 @@ Layouts of an H x W image with intensities p = pixel / 255:
     rows             H steps of W inputs (sequential MNIST: 28 x 28)
     pixels           H*W steps of 1 input (pixel MNIST: 784 x 1)
     permuted_pixels  as pixels, in a fixed random order drawn from permutation_seed
+With `pixels_per_step` = k (pixel layouts), k consecutive pixels of that order make
+one step: H*W/k steps of k inputs (196 x 4 for MNIST at k = 4, a shorter-memory control).
 The encoder turns p into the network input (Bernoulli spikes by default, redrawn on
 every training pass, drawn with a fixed seed for evaluation). Readout: softmax over
-the classes on h_T; batching, loss and scoring (also `eval_draws`) in
+the classes on h_T (task.readout); batching, loss and scoring (also `eval_draws`) in
 snn_lstm.tasks.classification.
 
 The last `val_size` training images are held out for validation (best.pt is chosen
@@ -69,7 +71,13 @@ class SequentialImageTask(ClassificationTask):
                 self.labels[split] = self.labels[split][:eval_limit]
         self.output_size = int(max(train_labels.max(), test_labels.max())) + 1
         height, width = train_images.shape[1:]
-        self.input_size = width if cfg["layout"] == "rows" else 1
+        per_step = cfg.get("pixels_per_step", 1)  # checkpoints written before the option have none
+        if per_step != 1 and cfg["layout"] == "rows":
+            raise UserError(f"task.pixels_per_step={per_step} applies to the pixel layouts: set task.layout=pixels "
+                            "or permuted_pixels, or task.pixels_per_step=1")
+        if per_step < 1 or (height * width) % per_step:
+            raise UserError(f"task.pixels_per_step must divide the {height * width} pixels of an image, got {per_step}")
+        self.input_size = width if cfg["layout"] == "rows" else per_step
         self.permutation = None
         if cfg["layout"] == "permuted_pixels":
             generator = torch.Generator().manual_seed(cfg["permutation_seed"])
@@ -80,8 +88,10 @@ class SequentialImageTask(ClassificationTask):
         values = images.float().div_(255.0)
         if self.cfg["layout"] == "rows":
             return values
-        values = values.reshape(len(values), -1, 1)
-        return values[:, self.permutation] if self.permutation is not None else values
+        values = values.reshape(len(values), -1)
+        if self.permutation is not None:
+            values = values[:, self.permutation]
+        return values.reshape(len(values), -1, self.input_size)
 
     def values(self, split: str, index: Tensor | slice) -> Tensor:
         return self.sequences(self.images[split][index])
