@@ -39,7 +39,7 @@ def test_alpha_study_sweeps_a_grid_of_recipes():
 def test_options_added_later_leave_the_recipe_as_before_at_their_neutral_value():
     from snn_lstm.recipes import LATER_OPTIONS, recipe, recipe_hash
 
-    name = "experiment=beyond/psmnist/slstm"
+    name = "experiment=paper/table1/slstm"  # a file that leaves them at their neutral values
     base = compose_train([name])
     kept = recipe(base)
     for group, options in LATER_OPTIONS.items():
