@@ -236,7 +236,7 @@ class SpeechTaskConfig:
     layout: str = "averaged"  # averaged (the paper's: steps x C/steps) or frames (frames x C)
     steps: int = 8  # averaged layout: 336 scattering coefficients as 8 steps of 42
     stretch: bool = False  # frames layout: each recording's own frames (not its padding) interpolated to all steps
-    normalise: str = "none"  # none, cmn, cmvn (per recording, over its frames) or speaker_cmvn, before the scaling
+    normalise: str = "none"  # none, cmn, cmvn (per recording, over its frames), speaker_cmvn or speaker_heq, before the scaling
     scaling: str = "minmax"  # minmax, or on_off: standardised values as two polarities (twice the inputs)
     eval_draws: int = 1  # spike trains averaged per evaluation recording
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -287,6 +287,7 @@ class SpikingLSTMConfig:
     alpha1: float = 4.0  # surrogate width for the gates i, f, o
     alpha2: float = 0.3  # surrogate width for the candidate g
     cell_grad: str = "surrogate"  # or straight_through (the authors' code)
+    cell_grad_scale: float = 1.0  # gamma: dc/ds times gamma (clamp with gamma < 1: a held bit's error fades as gamma^k)
     init: str = "he"
     forget_bias: float = 0.0  # b_f at the start (0: the init's)
     chrono_steps: Optional[int] = None  # or T: b_f ~ log U(1, T - 1), b_i = -b_f
@@ -294,7 +295,8 @@ class SpikingLSTMConfig:
     matmul_dtype: str = "float32"  # or tf32, bfloat16, float16: the fused engines' matrix products
     DOMAINS: ClassVar = {"name": choice(BACKBONES), "hidden_size": POSITIVE, "num_layers": POSITIVE, "theta1": THRESHOLD,
                          "theta2": THRESHOLD, "surrogate": choice(DERIVATIVES), "alpha1": POSITIVE_REAL,
-                         "alpha2": POSITIVE_REAL, "cell_grad": choice(CELL_GRADS), "init": choice(INITS),
+                         "alpha2": POSITIVE_REAL, "cell_grad": choice(CELL_GRADS), "cell_grad_scale": POSITIVE_REAL,
+                         "init": choice(INITS),
                          "forget_bias": REAL, "chrono_steps": Range(3, MAX_COUNT), "engine": choice(ENGINES), "matmul_dtype": choice(MATMUL_DTYPES)}
 
 

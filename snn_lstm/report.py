@@ -107,6 +107,15 @@ class Summary:
         return statistics.stdev(self.values) if self.count > 1 else None
 
 
+@dataclass(frozen=True)
+class Curve:
+    """A run's validation metric at every evaluation, and its epochs per step (None
+    when it was trained for a number of steps, not epochs)."""
+
+    points: list[tuple[int, float]]
+    epochs_per_step: float | None
+
+
 @dataclass
 class Tally:
     """What the report makes of the runs: the counted ones by (table, row, cell), and
@@ -114,7 +123,7 @@ class Tally:
 
     summaries: dict[tuple[str, str, Cell], Summary]
     not_counted: Counter
-    curves: dict[tuple[str, str], list[tuple[int, float]]] = field(default_factory=dict)  # (table, row) -> val curve
+    curves: dict[tuple[str, str], Curve] = field(default_factory=dict)  # (table, row) -> its first seed's
 
     def row(self, table: str, row: str) -> Summary | None:
         return self.summaries.get((table, row, ()))
@@ -283,14 +292,15 @@ def table_rows(name: str, spec: dict[str, Any], tally: Tally, pinned: dict[tuple
         experiment = pinned.get((name, row))
         ours = row_summary(name, row, entry, tally)
         counted = [ours] if ours else []
-        if entry.get("grid") and not entry.get("mean_over_cells"):
+        pooled_cells = entry.get("mean_over_cells")
+        if entry.get("grid") and not pooled_cells:
             cells = tally.cells(name, row)
             counted = list(cells.values())
             ours_text = f"{len(cells)} cells, below" if cells else "no runs"
+        elif pooled_cells:
+            ours_text = f"{fmt_summary(ours, metric)}, mean over {pooled_cells} cells (below)" if ours else "no runs with every cell"
         else:
             ours_text = fmt_summary(ours, metric)
-            if entry.get("mean_over_cells"):
-                ours_text = f"{ours_text}, mean over {entry['mean_over_cells']} cells (below)" if ours else "no runs with every cell"
             trivial = metric.replace("/", "/baseline_", 1)  # a task's own trivial predictor, e.g. test/baseline_mse
             if ours and trivial in ours.metrics:
                 ours_text += f"; trivial baseline {fmt(ours.metrics[trivial], metric)}"
@@ -339,34 +349,83 @@ def validation_metric(spec: dict[str, Any]) -> str:
     return "val/" + spec["metric"].split("/", 1)[1]  # test/acc -> val/acc
 
 
-def add_curves(tally: Tally, uri: str, tables: dict[str, Any]) -> None:
-    """For each table with `curves: true`, the validation history of every counted
-    row's first seed, into tally.curves."""
+def epochs_per_step(params: dict[str, str]) -> float | None:
+    epochs, steps = params.get("trainer.epochs", "None"), params.get("trainer.steps", "None")
+    return None if "None" in (epochs, steps) else float(epochs) / float(steps)
+
+
+def add_curves(tally: Tally, uri: str, tables: dict[str, Any], runs: list[Any]) -> None:
+    """The validation history of every counted row's first seed, into tally.curves
+    (for the figures of every table, and the tables that ask for curves)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
+    params = {run.info.run_id: run.data.params for run in runs}
     for name, spec in tables.items():
-        for row in spec["rows"] if spec.get("curves") else ():
+        for row in spec["rows"]:
             summary = tally.row(name, row)
             if summary:
                 history = client.get_metric_history(summary.run_ids[0], validation_metric(spec))
-                tally.curves[(name, row)] = sorted((m.step, m.value) for m in history)
+                if history:
+                    tally.curves[(name, row)] = Curve(sorted((m.step, m.value) for m in history),
+                                                      epochs_per_step(params.get(summary.run_ids[0], {})))
 
 
 def curves_table(name: str, spec: dict[str, Any], tally: Tally) -> tuple[list[str], list[list[str]]] | None:
     """The learning curves as a table: the validation metric of each row's first seed at every evaluation."""
-    curves = {row: dict(tally.curves[(name, row)]) for row in spec["rows"] if tally.curves.get((name, row))}
-    if not curves:
+    curves = {row: dict(tally.curves[(name, row)].points) for row in spec["rows"] if (name, row) in tally.curves}
+    if not spec.get("curves") or not curves:
         return None
     steps = sorted({step for curve in curves.values() for step in curve})
     rows = [[row, *(fmt(curve.get(step), spec["metric"]) for step in steps)] for row, curve in curves.items()]
     return [f"{validation_metric(spec)} at step (first seed)", *map(str, steps)], rows
 
 
+def log_fit(curve: Curve) -> tuple[float, float, str] | None:
+    """Least squares of v = a + b ln(u) over the evaluations after the first (the
+    first is the start-up transient), u in epochs (else steps): (a, b, unit), or
+    None with fewer than 2 of them."""
+    scale, unit = (curve.epochs_per_step, "epochs") if curve.epochs_per_step else (1.0, "steps")
+    points = [(math.log(step * scale), value) for step, value in curve.points[1:]]
+    if len(points) < 2:
+        return None
+    mean_x = statistics.fmean(x for x, _ in points)
+    mean_v = statistics.fmean(v for _, v in points)
+    b = sum((x - mean_x) * (v - mean_v) for x, v in points) / sum((x - mean_x) ** 2 for x, _ in points)
+    return mean_v - b * mean_x, b, unit
+
+
+FAR = 1e6  # epochs (or steps) past which an extrapolated reach is only "beyond"
+
+
+def extrapolation_table(name: str, spec: dict[str, Any], tally: Tally) -> tuple[list[str], list[list[str]]] | None:
+    """With `extrapolate: target`: the log fit of each row's curve and where it reaches the target."""
+    target = spec.get("extrapolate")
+    fits = {row: log_fit(tally.curves[(name, row)]) for row in spec["rows"] if (name, row) in tally.curves}
+    fits = {row: fit for row, fit in fits.items() if fit}
+    if target is None or not fits:
+        return None
+    if isinstance(target, bool) or not isinstance(target, (int, float)):
+        raise UserError(f"paper values, table {name}: extrapolate must be the metric value to reach (a number), got {target!r}")
+    rows = []
+    for row, (a, b, unit) in fits.items():
+        if round(b, 6) <= 0:  # a flat curve's slope is rounding noise
+            reach = "never (the curve does not rise)"
+        elif (target - a) / b > math.log(FAR):
+            reach = f"beyond {FAR:,.0f} {unit}"
+        else:
+            reach = f"{math.exp((target - a) / b):,.0f} {unit}"
+        rows.append([row, f"{a:.3f}", f"{b:.3f}", reach])
+    return ["row (first seed)", "a", "b", f"{fmt(target, spec['metric'])} reached at (estimate)"], rows
+
+
 def extra_tables(name: str, spec: dict[str, Any], tally: Tally) -> list[tuple[str, tuple[list[str], list[list[str]]]]]:
     """The tables a table's spec asks for below its rows, with their captions."""
     tables = [("Details, the mean over the counted seeds", details_table(name, spec, tally)),
-              ("Learning curves", curves_table(name, spec, tally))]
+              ("Learning curves", curves_table(name, spec, tally)),
+              ("Extrapolation, an estimate: validation metric = a + b ln(epochs) fitted to the learning curve after "
+               "its first evaluation (steps where a run counts no epochs); a longer schedule bends the curve "
+               "differently", extrapolation_table(name, spec, tally))]
     return [(caption, table) for caption, table in tables if table]
 
 
@@ -445,16 +504,12 @@ def draw_figures(uri: str, tables: dict[str, Any], tally: Tally, folder: Path) -
                 figures[f"{spec['title']}: {spec['metric']} over the {grid[0]} x {grid[1]} grid (mean over seeds)"] = \
                     plot_alpha_grid(points, folder / f"{name}_{row}.png")
         val_metric = validation_metric(spec)
-        curves = {}
-        for row in spec["rows"]:
-            summary = tally.row(name, row)
-            history = client.get_metric_history(summary.run_ids[0], val_metric) if summary else []
-            if history:
-                curves[row] = sorted((m.step, m.value) for m in history)
+        curves = {row: tally.curves[(name, row)].points for row in spec["rows"] if (name, row) in tally.curves}
         if curves:
             figures[f"{spec['title']}: {val_metric} during training (first seed)"] = \
                 plot_training_curves(curves, val_metric, folder / f"curves_{name}.png")
-        counted = {row: tally.row(name, row).metrics for row in spec["rows"] if tally.row(name, row)}
+        summaries = {row: row_summary(name, row, entry or {}, tally) for row, entry in spec["rows"].items()}
+        counted = {row: summary.metrics for row, summary in summaries.items() if summary}  # pooled rows too
         rates = {row: [metrics[f"activity/l0/{part}"] for part in PARTS]
                  for row, metrics in counted.items() if "activity/l0/h" in metrics}
         if rates:
@@ -496,7 +551,7 @@ def write_report(cfg: DictConfig) -> list[Path]:
     runs = tagged_runs(uri, cfg.tracking.experiment)
     pinned = pinned_experiments()
     tally = summarise(runs, tables, pinned)
-    add_curves(tally, uri, tables)
+    add_curves(tally, uri, tables, runs)
     log.info("%d tagged runs in %s, %d counted", len(runs), uri, sum(s.count for s in tally.summaries.values()))
     blocks = {name: table_markdown(name, spec, tally, pinned) for name, spec in tables.items()}
     documents = {Path(path): filled_document(Path(path), blocks) for path in cfg.docs}  # before anything is written

@@ -44,16 +44,16 @@ def test_options_added_later_leave_the_recipe_as_before_at_their_neutral_value()
     kept = recipe(base)
     for group, options in LATER_OPTIONS.items():
         assert set(options) <= set(base[group]) and not set(options) & set(kept[group])
-    neutral = ["model.forget_bias=0.0", "model.chrono_steps=null", "task.pixels_per_step=1"]
+    neutral = ["model.forget_bias=0.0", "model.chrono_steps=null", "model.cell_grad_scale=1.0", "task.pixels_per_step=1"]
     assert recipe_hash(compose_train([name, *neutral])) == recipe_hash(base)
-    for change in ("model.forget_bias=1.0", "model.chrono_steps=784", "task.pixels_per_step=4"):
+    for change in ("model.forget_bias=1.0", "model.chrono_steps=784", "model.cell_grad_scale=0.9", "task.pixels_per_step=4"):
         assert recipe_hash(compose_train([name, change])) != recipe_hash(base), change
 
 
 def test_leave_one_speaker_out_files_pin_one_recipe_per_held_out_speaker():
     from snn_lstm.recipes import recipe_hash
 
-    for name in ("beyond/fsdd_loso/frames_slstm", "beyond/fsdd_loso/speaker_independent_slstm"):
+    for name in ("beyond/fsdd_loso/frames_slstm", "beyond/fsdd_loso/speaker_independent_slstm", "beyond/fsdd_loso/augmented_slstm"):
         study = load_experiment(name)
         singles = {recipe_hash(compose_train([f"experiment={name}", f"task.held_out_speaker={speaker}"]))
                    for speaker in ("jackson", "nicolas", "theo", "yweweler")}

@@ -46,11 +46,12 @@ ENGINES = ["torch", "cpp", TRITON_ON_CPU]
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def make_pair(engine, shape, surrogate, cell_grad, theta1=0.1, theta2=0.1, seed=0, matmul_dtype="float32"):
+def make_pair(engine, shape, surrogate, cell_grad, theta1=0.1, theta2=0.1, seed=0, matmul_dtype="float32", cell_grad_scale=1.0):
     T, B, I, H, layers = shape
     torch.manual_seed(seed)
     alpha1, alpha2 = SURROGATES[surrogate]
-    kwargs = dict(theta1=theta1, theta2=theta2, surrogate=surrogate, alpha1=alpha1, alpha2=alpha2, cell_grad=cell_grad, init="normal")
+    kwargs = dict(theta1=theta1, theta2=theta2, surrogate=surrogate, alpha1=alpha1, alpha2=alpha2, cell_grad=cell_grad,
+                  cell_grad_scale=cell_grad_scale, init="normal")
     reference = SpikingLSTM(I, H, layers, engine="reference", **kwargs).double()
     fused = SpikingLSTM(I, H, layers, engine=engine, matmul_dtype=matmul_dtype, **kwargs).double()
     with torch.no_grad():
@@ -79,7 +80,21 @@ def assert_close_relative(actual, expected, name):
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("surrogate, cell_grad", list(itertools.product(SURROGATES, ["straight_through", "surrogate", "clamp"])))
 def test_fused_equals_reference(engine, shape, surrogate, cell_grad):
-    reference, fused = make_pair(engine, shape, surrogate, cell_grad)
+    compare_with_reference(*make_pair(engine, shape, surrogate, cell_grad), shape)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("cell_grad, scale", [("straight_through", 0.5), ("surrogate", 3.0), ("clamp", 0.9)])
+def test_a_scaled_cell_derivative_is_the_same_in_every_engine(engine, cell_grad, scale):
+    shape = SHAPES[0]
+    reference, fused = make_pair(engine, shape, "gaussian", cell_grad, cell_grad_scale=scale)
+    grads = compare_with_reference(reference, fused, shape)
+    unscaled, _ = make_pair(engine, shape, "gaussian", cell_grad)
+    assert not torch.allclose(compare_with_reference(unscaled, unscaled, shape)["x"], grads["x"])  # gamma changed them
+
+
+def compare_with_reference(reference, fused, shape):
+    """The fused layer's outputs equal the reference's and its gradients match; returns them."""
     T, B, I, H, layers = shape
     x = (torch.rand(T, B, I, dtype=torch.float64) < 0.5).double()
     state = tuple((torch.rand(layers, B, H, dtype=torch.float64) < 0.5).double() for _ in range(2))
@@ -93,6 +108,7 @@ def test_fused_equals_reference(engine, shape, surrogate, cell_grad):
     assert any(g.abs().sum() > 0 for g in grads_ref.values())
     for name, expected in grads_ref.items():
         assert_close_relative(grads[name], expected, name)
+    return grads
 
 
 @pytest.mark.parametrize("engine", ENGINES)

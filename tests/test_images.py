@@ -3,6 +3,7 @@ on small IDX files that the tests write themselves (no network)."""
 
 import dataclasses
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -212,7 +213,6 @@ def test_val_split_is_held_out_from_training(tiny_data_dir):
 def test_real_mnist_loads_when_present():
     """Runs where the real data is (CI sets SNNLSTM_DATA_DIR); skipped elsewhere."""
     import os
-    from pathlib import Path
 
     data_dir = Path(os.environ.get("SNNLSTM_DATA_DIR", "data"))
     if not (data_dir / "mnist" / "t10k-images-idx3-ubyte.gz").exists():
@@ -247,3 +247,17 @@ def test_evaluate_scores_a_checkpoint_with_k_draws(tmp_path, tiny_data_dir, cli_
     expected = task.evaluate(model, "test", torch.device("cpu"))
     assert float(printed["test/acc_draws4"]) == pytest.approx(expected["acc"], abs=1e-6)
     assert float(printed["test/loss_draws4"]) == pytest.approx(expected["loss"], rel=1e-5)
+
+
+def test_ink_positions_counts_the_steps_from_the_first_and_last_ink_to_the_end():
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "experiments" / "ink_positions.py"
+    spec = importlib.util.spec_from_file_location("ink_positions", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    images = np.zeros((2, 3, 4), dtype=np.uint8)  # 12 steps each
+    images[0, 0, 1] = images[0, 1, 2] = 9  # steps 1 and 6
+    images[1, 2, 3] = 255  # the very last step
+    after_last, after_first = module.steps_before_end(images)
+    assert after_last.tolist() == [5, 0] and after_first.tolist() == [10, 0]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.image
+import numpy
 import pytest
 import torch
 from hydra import compose, initialize_config_module
@@ -130,12 +133,13 @@ def store(tmp_path_factory) -> str:
                                          (LOSO, 2, (0.9, 0.9, 0.9)),  # seed 2 lacks a speaker: no leave-one-out mean
                                          (LOSO.replace("slstm", "lstm"), 0, (0.7, 0.8, 0.9, 1.0))):
         for speaker, acc in zip(speakers, accuracies):
-            add_run(uri, experiment, seed, {"test/acc": acc, "energy/slstm_nj": 10.0 * (1 + seed), "energy/lstm_nj": 200.0},
+            add_run(uri, experiment, seed, {**activity, "test/acc": acc, "energy/slstm_nj": 10.0 * (1 + seed), "energy/lstm_nj": 200.0},
                     params={"task.held_out_speaker": speaker}, overrides=[f"task.held_out_speaker={speaker}"])
     memory = {"memory/grad_q1_over_q4": 0.25, "memory/l0/forget_q4": 0.9, "memory/l0/held_100": 0.5}
+    curves = {0: [(859, 0.3), (1718, 0.5), (2577, 0.6), (3436, 0.65)], 1: [(859, 1.3), (1718, 0.6)]}
     for seed, ratio in ((0, 0.25), (1, 0.75)):
         add_run(uri, "beyond/psmnist/slstm", seed, {"test/acc": 0.5, **memory, "memory/grad_q1_over_q4": ratio},
-                history=[(859, 0.3 + seed), (1718, 0.6)])
+                history=curves[seed], params={"trainer.epochs": 4.0, "trainer.steps": 3436})
     return uri
 
 
@@ -175,11 +179,18 @@ def test_markdown_tables_count_only_runs_pinned_to_the_experiment_file(store, tm
     assert "| psmnist_slstm | 0.5 | 0.9 | 0.5 | - |" in details  # the mean over seeds 0 and 1; one metric not logged
     assert "| pmnist_slstm | - | - | - | - |" in details and "(`memory/l0/held_100`)" in details
     curves = long.split("Learning curves:")[1]
-    assert "| val/acc at step (first seed) | 859 | 1718 |" in curves and "| psmnist_slstm | 30.00% | 60.00% |" in curves
+    assert "| val/acc at step (first seed) | 859 | 1718 | 2577 | 3436 |" in curves
+    assert "| psmnist_slstm | 30.00% | 50.00% | 60.00% | 65.00% |" in curves
+    # v = a + b ln(epoch) through epochs 2-4 (the first evaluation left out), then the epochs where it reaches 90%
+    b, a = numpy.polyfit(numpy.log([2.0, 3.0, 4.0]), [0.5, 0.6, 0.65], 1)
+    assert f"| psmnist_slstm | {a:.3f} | {b:.3f} | {math.exp((0.9 - a) / b):,.0f} epochs |" in long.split("Extrapolation")[1]
     assert "Details" not in (tmp_path / "reports" / "table1.md").read_text()  # only tables that ask for them
     assert "Learning curves" not in (tmp_path / "reports" / "table1.md").read_text()
+    assert "Extrapolation" not in (tmp_path / "reports" / "table1.md").read_text()
     names = {path.name for path in files}
+    assert "0.40 / 0.50 / 0.30 / 0.40 / 0.20 / 0.10" in pooled  # the rates of a row scored over its cells
     assert {"fig2d_surrogates.png", "fig6_alpha_grid.png", "curves_table1.png", "rates_table1.png", "README.md",
+            "rates_fsdd_speakers.png",
             "fig4_sine_predictions.png"} <= names
     for path in files:
         if path.suffix == ".png":
@@ -252,3 +263,20 @@ def test_cli_report_is_logged_to_mlflow(store, tmp_path, cli_env):
     assert "report/table1.md" in logged and "report/figures" in logged
     bad = snnlstm(["report", "format=pdf", f"tracking.uri={store}", f"out_dir={tmp_path / 'bad'}"], tmp_path, cli_env, check=False)
     assert bad.returncode != 0 and bad.stderr.strip() == "snnlstm report: error: format must be one of md, html, got 'pdf'"
+
+
+def test_log_fit_counts_steps_when_a_run_has_no_epochs_and_refuses_a_target_that_is_no_number():
+    import snn_lstm.report as report
+
+    curve = report.Curve([(100, 0.1), (200, 0.4), (400, 0.6), (800, 0.8)], None)
+    a, b, unit = report.log_fit(curve)
+    assert unit == "steps" and b == pytest.approx(0.2 / math.log(2)) and a == pytest.approx(0.4 - b * math.log(200))
+    assert report.log_fit(report.Curve([(100, 0.1), (200, 0.4)], None)) is None  # one point after the first
+    tally = report.Tally({}, Counter(), {("t", "r"): curve})
+    flat = report.Tally({}, Counter(), {("t", "r"): report.Curve([(1, 0.5), (2, 0.5), (4, 0.5)], 0.5)})
+    spec = {"metric": "test/acc", "rows": {"r": {}}, "extrapolate": 0.9}
+    assert report.extrapolation_table("t", spec, flat)[1] == [["r", "0.500", "0.000", "never (the curve does not rise)"]]
+    slow = report.Tally({}, Counter(), {("t", "r"): report.Curve([(1, 0.1), (2, 0.1), (4, 0.1001)], 1.0)})
+    assert report.extrapolation_table("t", spec, slow)[1][0][3] == "beyond 1,000,000 epochs"  # not an overflow
+    with pytest.raises(UserError, match="table t: extrapolate must be the metric value to reach"):
+        report.extrapolation_table("t", {**spec, "extrapolate": "90%"}, tally)

@@ -309,3 +309,24 @@ def test_speaker_cmvn_uses_each_speakers_own_frames_and_keeps_each_words_spectru
     # the words still differ within a speaker (per-recording CMN would make both means 0), and alike for both speakers
     assert torch.allclose(out[:2, :4].mean(1), out[2:, :4].mean(1), atol=0.1)
     assert (out[0, :4].mean(0) - out[1, :4].mean(0)).abs().max() > 0.5
+
+
+def test_speaker_heq_maps_each_speakers_frames_to_a_standard_normal_whatever_their_shape(fsdd_dir, tmp_path):
+    task = make_task(fsdd_dir, tmp_path / "cache", layout="frames", normalise="speaker_heq", num_samples=1024)
+    generator = torch.Generator().manual_seed(0)
+    first = torch.randn(3, 8, 2, generator=generator)
+    second = torch.exp(2 * first) + 3  # the same recordings through another, nonlinear, channel
+    features = torch.cat([first, second])
+    features[:, 4:] = -20.0  # padding after the first 4 of 8 frames: outside each speaker's voiced frames
+    out = task.arrange(features, torch.tensor([512] * 6), ["a"] * 3 + ["b"] * 3)
+    # a monotone change of a speaker's coefficients changes nothing: the ranks are the same
+    assert torch.allclose(out[:3], out[3:], atol=1e-6)
+    voiced = out[:3, :4].flatten(0, 1)  # 12 frames: mid-ranks (r + 1/2) / 12 of N(0, 1)
+    expected = torch.distributions.Normal(0.0, 1.0).icdf((torch.arange(12) + 0.5) / 12)
+    assert torch.allclose(voiced.sort(0).values, expected[:, None].expand(12, 2), atol=1e-5)
+    assert torch.equal(voiced.argsort(0), first[:, :4].flatten(0, 1).argsort(0))  # order kept within a coefficient
+    # padding, below every voiced value, sits half a rank below the lowest
+    assert torch.allclose(out[:, 4:], torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(0.5 / 12)), atol=1e-5)
+    speaker_cmvn = make_task(fsdd_dir, tmp_path / "cache", layout="frames", normalise="speaker_cmvn", num_samples=1024)
+    cmvn = speaker_cmvn.arrange(features, torch.tensor([512] * 6), ["a"] * 3 + ["b"] * 3)
+    assert not torch.allclose(cmvn[:3, :4], cmvn[3:, :4], atol=0.1)  # mean and spread alone do not undo the channel

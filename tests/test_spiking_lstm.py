@@ -73,8 +73,8 @@ def test_every_state_is_binary_and_c_is_clamped(cell_grad):
     assert set(c_n.unique().tolist()) <= {0.0, 1.0}
 
 
-def reference_bptt(x, h0, c0, w_ih, w_hh, b_ih, b_hh, upstream, cell_grad, theta1, theta2, alpha1, alpha2):
-    """The equations of docs/model.md written out: forward, then dL/ds_t = [g_a1(s_t - theta1) *]
+def reference_bptt(x, h0, c0, w_ih, w_hh, b_ih, b_hh, upstream, cell_grad, theta1, theta2, alpha1, alpha2, scale=1.0):
+    """The equations of docs/model.md written out: forward, then dL/ds_t = gamma [g_a1(s_t - theta1) *]
     (o_t dL/dh_t + f_{t+1} dL/ds_{t+1}) and the gate derivatives, by hand."""
     T = x.shape[0]
     hs, cs, cache = [h0], [c0], []
@@ -98,7 +98,7 @@ def reference_bptt(x, h0, c0, w_ih, w_hh, b_ih, b_hh, upstream, cell_grad, theta
         dh = upstream[t] + dh_next
         dc = o * dh + f_next * ds_next
         ds = {"straight_through": dc, "clamp": (s <= 1).to(dc.dtype) * dc,
-              "surrogate": gaussian(s - theta1, alpha1) * dc}[cell_grad]
+              "surrogate": gaussian(s - theta1, alpha1) * dc}[cell_grad] * scale
         da_i = ds * g * gaussian(a_i - theta1, alpha1)
         da_f = ds * cs[t] * gaussian(a_f - theta1, alpha1)
         da_g = ds * i * gaussian(a_g - theta2, alpha2)
@@ -116,11 +116,12 @@ def reference_bptt(x, h0, c0, w_ih, w_hh, b_ih, b_hh, upstream, cell_grad, theta
 
 @pytest.mark.parametrize("engine", ["reference", "auto", pytest.param("triton", marks=pytest.mark.skipif(
     not triton_interpreted(), reason="the triton engine on CPU tensors needs Triton's interpreter"))])
-@pytest.mark.parametrize("cell_grad", ["straight_through", "surrogate", "clamp"])
-def test_gradients_equal_the_spec_backward(cell_grad, engine):
+@pytest.mark.parametrize("cell_grad, scale", [("straight_through", 1.0), ("surrogate", 1.0), ("clamp", 1.0),
+                                              ("clamp", 0.9), ("straight_through", 0.5), ("surrogate", 3.0)])
+def test_gradients_equal_the_spec_backward(cell_grad, scale, engine):
     torch.manual_seed(1)
     T, B, I, H = 12, 5, 6, 7
-    layer = SpikingLSTM(I, H, cell_grad=cell_grad, init="normal", engine=engine).double()
+    layer = SpikingLSTM(I, H, cell_grad=cell_grad, cell_grad_scale=scale, init="normal", engine=engine).double()
     with torch.no_grad():
         layer.bias_ih_l0.normal_(0, 0.5)
         layer.bias_hh_l0.normal_(0, 0.5)
@@ -134,7 +135,7 @@ def test_gradients_equal_the_spec_backward(cell_grad, engine):
 
     w_ih, w_hh, b_ih, b_hh = (t.detach() for t in layer.layer_parameters(0))
     ref_out, ref = reference_bptt(
-        x.detach(), h0.detach(), c0.detach(), w_ih, w_hh, b_ih, b_hh, upstream, cell_grad, 0.1, 0.1, 4.0, 0.3
+        x.detach(), h0.detach(), c0.detach(), w_ih, w_hh, b_ih, b_hh, upstream, cell_grad, 0.1, 0.1, 4.0, 0.3, scale
     )
     assert torch.equal(output.detach(), ref_out)
     assert ref["w_ih"].abs().sum() > 0  # the example exercises the surrogates
@@ -247,6 +248,8 @@ def test_bad_forget_gate_starts_are_user_errors(kwargs, message):
         ({"theta1": 1.0}, "theta1"),
         ({"theta2": -0.1}, "theta2"),
         ({"cell_grad": "clip"}, "cell_grad"),
+        ({"cell_grad_scale": 0.0}, "cell_grad_scale"),
+        ({"cell_grad_scale": float("nan")}, "cell_grad_scale"),
         ({"init": "xavier"}, "init"),
         ({"alpha2": 0.0}, "positive"),
         ({"surrogate": "relu"}, "unknown surrogate"),

@@ -49,10 +49,6 @@ def check_augment(cfg: dict[str, Any]) -> None:
         raise UserError(f"task.augment.snr_db must be [low, high] in dB with low <= high, got {list(snr)}")
 
 
-def changes_waves(cfg: dict[str, Any]) -> bool:
-    return cfg["copies"] > 0
-
-
 def masks_features(cfg: dict[str, Any]) -> bool:
     return (cfg["time_masks"] > 0 and cfg["time_mask_width"] > 0) or (cfg["freq_masks"] > 0 and cfg["freq_mask_width"] > 0)
 

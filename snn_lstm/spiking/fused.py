@@ -240,12 +240,20 @@ def _fill_previous_hidden(xh: Tensor, bits: Tensor, h0: Tensor, input_size: int)
 
 
 def cell_derivatives(spike: "SpikeParams") -> list[float]:
-    """dc_t/ds_t at s_t = 0, 1, 2 (the only values s takes): the table every engine's backward reads."""
+    """dc_t/ds_t at s_t = 0, 1, 2 (the only values s takes), times cell_grad_scale:
+    the table every engine's backward reads."""
     if spike.cell_grad == "clamp":
-        return [1.0, 1.0, 0.0]
-    if spike.cell_grad == "straight_through":
-        return [1.0, 1.0, 1.0]
-    return spike.gate.derivative(torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64) - spike.theta1).tolist()
+        table = [1.0, 1.0, 0.0]
+    elif spike.cell_grad == "straight_through":
+        table = [1.0, 1.0, 1.0]
+    else:
+        table = spike.gate.derivative(torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64) - spike.theta1).tolist()
+    return [spike.cell_grad_scale * value for value in table]
+
+
+def reads_cell_table(spike: "SpikeParams") -> bool:
+    """False where dc/ds is 1 at every s (straight_through, unscaled): the loops then skip the table."""
+    return cell_derivatives(spike) != [1.0, 1.0, 1.0]
 
 
 def _backward_loop_torch(sur, bits, grad_h, grad_c_last, h0, c0, w_hh, xh, input_size: int, cell_surrogate: bool,
@@ -372,8 +380,7 @@ class FusedSpikingLSTMLayer(torch.autograd.Function):
             dc0 = _bit(bits[0], BIT_F, ds0.dtype) * ds0
         else:
             loop = compiled_kernels().backward_loop if ctx.engine == "cpp" else _backward_loop_torch
-            cell_surrogate = spike.cell_grad != "straight_through"  # dc/ds from the table, else 1
-            dh0, dc0 = loop(sur, bits, grad_h_seq, grad_c_last, h0, c0, w_hh, xh, inputs, cell_surrogate, cell_sur)
+            dh0, dc0 = loop(sur, bits, grad_h_seq, grad_c_last, h0, c0, w_hh, xh, inputs, reads_cell_table(spike), cell_sur)
             da = sur.view(steps * batch, -1)  # the loop has turned G into da
         grads = _product(da.t(), rows.to(w_hh.dtype))
         grad_w_ih, grad_w_hh, grad_b = grads[:, :inputs], grads[:, inputs:-1], grads[:, -1]

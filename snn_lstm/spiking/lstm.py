@@ -20,11 +20,14 @@ dc_t/ds_t:
     straight_through  1                          (the authors' code; fails to learn the sine task)
     clamp             1 if s_t <= 1, 0 if s_t = 2   (the derivative of min(s_t, 1) itself)
 
+times ``cell_grad_scale`` gamma (1 by default; the forward is the same for every gamma).
+
 Through a held bit (f_{t+1} = 1) the error of c_t travels back as
 dL/ds_t = dc_t/ds_t (o_t dL/dh_t + dL/ds_{t+1}): surrogate multiplies it at every
 step by g_alpha1(s_t - theta1) <= 1/sqrt(pi alpha1) (0.28 for the Gaussian of width
 4), so 100 steps back nothing is left of it; clamp passes it whole while the cell is
-not overwritten (s_t <= 1), as an LSTM's cell does with f = 1.
+not overwritten (s_t <= 1), as an LSTM's cell does with f = 1. Between the two,
+clamp with gamma < 1 keeps gamma^k of the error k steps back through a held bit.
 
 Layout is time-major like nn.LSTM: input [T, B, I], output [T, B, H] and the
 final state (h_n, c_n), each [num_layers, B, H].
@@ -59,6 +62,7 @@ class SpikeParams:
     gate: Surrogate  # i, f, o (and c when cell_grad == "surrogate")
     candidate: Surrogate  # g
     cell_grad: str
+    cell_grad_scale: float = 1.0  # gamma: dc/ds times gamma
 
     def __post_init__(self):
         for name in ("theta1", "theta2"):
@@ -70,6 +74,9 @@ class SpikeParams:
             raise UserError(
                 f"model.cell_grad must be one of {', '.join(CELL_GRADS)}, got '{self.cell_grad}'"
             )
+        scale = self.cell_grad_scale
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (math.isfinite(scale) and scale > 0):
+            raise UserError(f"model.cell_grad_scale must be a positive number, got {scale!r}")
 
 
 def spiking_lstm_step(
@@ -97,6 +104,8 @@ def spiking_lstm_step(
         c_new = s - F.relu(s - 1.0)  # relu'(0) = 0: derivative 1 at s = 0 and 1, 0 at s = 2
     else:
         c_new = p.gate(s - p.theta1)
+    if p.cell_grad_scale != 1.0:
+        c_new = c_new.detach() + p.cell_grad_scale * (c_new - c_new.detach())  # the same values, gamma dc/ds
     h_new = o * c_new
     return h_new, c_new, (i, f, g, o)
 
@@ -167,9 +176,10 @@ def set_forget_bias_(bias_ih: Tensor, bias_hh: Tensor, hidden_size: int, forget_
 
 
 def spike_params(theta1: float = 0.1, theta2: float = 0.1, surrogate: str = "gaussian", alpha1: float = 4.0,
-                 alpha2: float = 0.3, cell_grad: str = "surrogate") -> SpikeParams:
+                 alpha2: float = 0.3, cell_grad: str = "surrogate", cell_grad_scale: float = 1.0) -> SpikeParams:
     """The spiking options of a cell or layer as one SpikeParams (both gates' surrogates of one family)."""
-    return SpikeParams(theta1, theta2, Surrogate(surrogate, alpha1), Surrogate(surrogate, alpha2), cell_grad)
+    return SpikeParams(theta1, theta2, Surrogate(surrogate, alpha1), Surrogate(surrogate, alpha2), cell_grad,
+                       cell_grad_scale)
 
 
 SPIKING_OPTIONS_DOC = """
@@ -182,6 +192,8 @@ SPIKING_OPTIONS_DOC = """
         alpha2      width of the candidate's surrogate (0.3)
         cell_grad   dc/ds in the backward: surrogate (g'(s - theta1); the default),
                     straight_through (1, the authors' code) or clamp (1 for s <= 1, 0 for s = 2)
+        cell_grad_scale  gamma > 0: dc/ds times gamma (1.0; clamp with gamma < 1 lets a held
+                    bit's error fade as gamma^k over k steps, instead of passing it whole)
         init        he (N(0, 2/(I+H)), zero biases; the authors' code), normal (N(0, 1)), pytorch
         forget_bias   b_f at the start (0.0: the init's; needs bias=True), see set_forget_bias_
         chrono_steps  None, or T: chrono init b_f ~ log U(1, T - 1), b_i = -b_f
@@ -199,14 +211,14 @@ class SpikingLSTMCell(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None, *,
                  theta1: float = 0.1, theta2: float = 0.1, surrogate: str = "gaussian", alpha1: float = 4.0,
-                 alpha2: float = 0.3, cell_grad: str = "surrogate", init: str = "he", forget_bias: float = 0.0,
-                 chrono_steps: int | None = None):
+                 alpha2: float = 0.3, cell_grad: str = "surrogate", cell_grad_scale: float = 1.0, init: str = "he",
+                 forget_bias: float = 0.0, chrono_steps: int | None = None):
         super().__init__()
         _check_sizes(input_size, hidden_size, 1)
         _check_flag("bias", bias)
         factory = {"device": device, "dtype": dtype}
         self.input_size, self.hidden_size = input_size, hidden_size
-        self.spike = spike_params(theta1, theta2, surrogate, alpha1, alpha2, cell_grad)
+        self.spike = spike_params(theta1, theta2, surrogate, alpha1, alpha2, cell_grad, cell_grad_scale)
         self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size, **factory))
         self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size, **factory))
         self.bias_ih = nn.Parameter(torch.empty(4 * hidden_size, **factory)) if bias else None
@@ -254,8 +266,8 @@ class SpikingLSTM(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0,
                  device=None, dtype=None, *, theta1: float = 0.1, theta2: float = 0.1, surrogate: str = "gaussian",
-                 alpha1: float = 4.0, alpha2: float = 0.3, cell_grad: str = "surrogate", init: str = "he",
-                 forget_bias: float = 0.0, chrono_steps: int | None = None, engine: str = "auto",
+                 alpha1: float = 4.0, alpha2: float = 0.3, cell_grad: str = "surrogate", cell_grad_scale: float = 1.0,
+                 init: str = "he", forget_bias: float = 0.0, chrono_steps: int | None = None, engine: str = "auto",
                  matmul_dtype: str = "float32"):
         super().__init__()
         _check_sizes(input_size, hidden_size, num_layers)
@@ -276,7 +288,7 @@ class SpikingLSTM(nn.Module):
         self.matmul_dtype = matmul_dtype
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.batch_first, self.dropout = batch_first, float(dropout)
-        self.spike = spike_params(theta1, theta2, surrogate, alpha1, alpha2, cell_grad)
+        self.spike = spike_params(theta1, theta2, surrogate, alpha1, alpha2, cell_grad, cell_grad_scale)
         self.bias = bias
         factory = {"device": device, "dtype": dtype}
         for layer in range(num_layers):
@@ -371,7 +383,7 @@ class SpikingLSTM(nn.Module):
 
 def _spike_repr(p: SpikeParams) -> str:
     return (f"theta1={p.theta1}, theta2={p.theta2}, surrogate={p.gate.name}, alpha1={p.gate.width}, "
-            f"alpha2={p.candidate.width}, cell_grad={p.cell_grad}")
+            f"alpha2={p.candidate.width}, cell_grad={p.cell_grad}, cell_grad_scale={p.cell_grad_scale}")
 
 
 def _start_forget_gate(biases: list[Tensor], hidden_size: int, forget_bias: float, chrono_steps: int | None) -> None:

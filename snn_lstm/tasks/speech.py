@@ -24,6 +24,12 @@ recording on its own (cepstral mean and variance normalisation, over its T frame
           average spectrum but keeps each word's own; it needs a batch of
           unlabelled recordings of a new speaker (in leave-one-speaker-out, the
           held-out speaker's test recordings, labels unused)
+    speaker_heq   histogram equalisation per speaker: each coefficient x becomes
+          Phi^-1(F_s(x)), F_s the empirical distribution of that coefficient over
+          the speaker's (unpadded) frames (mid-rank, (rank + 1/2) / n), Phi the
+          standard normal's: every speaker's coefficients then follow N(0, 1) in
+          all their moments, where speaker_cmvn matches only the first two (the
+          same unlabelled recordings of a new speaker are needed)
 Then each coefficient is scaled with statistics of the training recordings only
 (`scaling`), so the values can be rate-coded (encoder=bernoulli) or fed as they
 are (encoder=identity):
@@ -51,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from snn_lstm.data.augment import WaveAugmentation, changes_waves, check_augment, mask_features, masks_features
+from snn_lstm.data.augment import WaveAugmentation, check_augment, mask_features, masks_features
 from snn_lstm.data.frontends import cached_features
 from snn_lstm.data.fsdd import SAMPLE_RATE, TEST_INDICES, Recording, list_recordings, read_wav, recordings_folder
 from snn_lstm.encoders import MASK, make_generator
@@ -59,7 +65,7 @@ from snn_lstm.errors import UserError
 from snn_lstm.tasks.classification import ClassificationTask
 
 LAYOUTS = ("averaged", "frames")
-NORMALISATIONS = ("none", "cmn", "cmvn", "speaker_cmvn")
+NORMALISATIONS = ("none", "cmn", "cmvn", "speaker_cmvn", "speaker_heq")
 SCALINGS = ("minmax", "on_off")
 ON_OFF_RANGE = 2.0  # standard deviations to full rate: a typical |z| of 0.8 fires about 0.4 of the time on its polarity
 NUM_INDICES = 50
@@ -80,6 +86,20 @@ def stretched(features: Tensor, samples: Tensor, num_samples: int) -> Tensor:
         own = features[rows, :count].transpose(1, 2)  # [n, C, count]
         out[rows] = F.interpolate(own, size=frames, mode="linear", align_corners=True).transpose(1, 2)
     return out
+
+
+def equalised(features: Tensor, reference: Tensor) -> Tensor:
+    """Phi^-1 of each value's mid-rank among the reference frames [n, C] of its
+    coefficient: features [..., C] mapped so that the reference follows N(0, 1)."""
+    ordered = reference.T.sort(-1).values.contiguous()  # [C, n]
+    values = features.reshape(-1, features.shape[-1]).T.contiguous()  # [C, m]
+    below = torch.searchsorted(ordered, values, side="left")
+    not_above = torch.searchsorted(ordered, values, side="right")
+    n = ordered.shape[-1]
+    # ties share their mid-rank; a value outside the reference's range sits half a rank beyond it
+    share = ((below + not_above).double() / 2).clamp(0.5, n - 0.5) / n
+    normal = torch.distributions.Normal(0.0, 1.0)
+    return normal.icdf(share).to(features.dtype).T.reshape(features.shape)
 
 
 def check_settings(cfg: dict[str, Any]) -> None:
@@ -176,7 +196,7 @@ class SpokenDigitTask(ClassificationTask):
             features = features - features.mean(1, keepdim=True)
             if self.normalise == "cmvn":
                 features = features / features.std(1, keepdim=True).clamp_min(CMVN_FLOOR)
-        if self.normalise == "speaker_cmvn":
+        if self.normalise in ("speaker_cmvn", "speaker_heq"):
             frames = features.shape[1]
             voiced = torch.ones(features.shape[:2], dtype=torch.bool) if self.cfg.get("stretch") else \
                 torch.arange(frames) < (samples.long() * frames + self.cfg["num_samples"] - 1)[:, None] // self.cfg["num_samples"]
@@ -184,7 +204,10 @@ class SpokenDigitTask(ClassificationTask):
             for speaker in sorted(set(speakers)):
                 rows = torch.tensor([k for k, name in enumerate(speakers) if name == speaker])
                 own = features[rows][voiced[rows]]  # [voiced frames of the speaker, C]
-                features[rows] = (features[rows] - own.mean(0)) / own.std(0).clamp_min(CMVN_FLOOR)
+                if self.normalise == "speaker_cmvn":
+                    features[rows] = (features[rows] - own.mean(0)) / own.std(0).clamp_min(CMVN_FLOOR)
+                else:
+                    features[rows] = equalised(features[rows], own)
         if self.cfg["layout"] == "averaged":
             features = features.mean(1)
             steps, size = self.cfg["steps"], features.shape[1]
@@ -210,7 +233,7 @@ class SpokenDigitTask(ClassificationTask):
         their augmented copies (None without copies). Built on the first training
         step, so evaluating a checkpoint computes none. Every recording read is
         augmented, so that each split of these speakers finds its copies in the cache."""
-        if not changes_waves(self.augment):
+        if self.augment["copies"] == 0:
             return None
         return torch.stack([self.inputs["train"]] + [self.augmented_train(copy) for copy in range(1, self.augment["copies"] + 1)])
 
