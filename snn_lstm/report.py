@@ -401,12 +401,13 @@ FAR = 1e6  # epochs (or steps) past which an extrapolated reach is only "beyond"
 def extrapolation_table(name: str, spec: dict[str, Any], tally: Tally) -> tuple[list[str], list[list[str]]] | None:
     """With `extrapolate: target`: the log fit of each row's curve and where it reaches the target."""
     target = spec.get("extrapolate")
+    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))):
+        # checked before any run is looked at, so a bad value is refused in a table without runs too
+        raise UserError(f"paper values, table {name}: extrapolate must be the metric value to reach (a number), got {target!r}")
     fits = {row: log_fit(tally.curves[(name, row)]) for row in spec["rows"] if (name, row) in tally.curves}
     fits = {row: fit for row, fit in fits.items() if fit}
     if target is None or not fits:
         return None
-    if isinstance(target, bool) or not isinstance(target, (int, float)):
-        raise UserError(f"paper values, table {name}: extrapolate must be the metric value to reach (a number), got {target!r}")
     rows = []
     for row, (a, b, unit) in fits.items():
         if round(b, 6) <= 0:  # a flat curve's slope is rounding noise

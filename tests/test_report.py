@@ -280,3 +280,5 @@ def test_log_fit_counts_steps_when_a_run_has_no_epochs_and_refuses_a_target_that
     assert report.extrapolation_table("t", spec, slow)[1][0][3] == "beyond 1,000,000 epochs"  # not an overflow
     with pytest.raises(UserError, match="table t: extrapolate must be the metric value to reach"):
         report.extrapolation_table("t", {**spec, "extrapolate": "90%"}, tally)
+    with pytest.raises(UserError, match="table t: extrapolate must be the metric value to reach"):
+        report.extrapolation_table("t", {**spec, "extrapolate": True}, report.Tally({}, Counter()))  # no runs yet
