@@ -237,6 +237,7 @@ class SpeechTaskConfig:
     steps: int = 8  # averaged layout: 336 scattering coefficients as 8 steps of 42
     stretch: bool = False  # frames layout: each recording's own frames (not its padding) interpolated to all steps
     normalise: str = "none"  # none, cmn, cmvn (per recording, over its frames), speaker_cmvn or speaker_heq, before the scaling
+    deltas: int = 0  # frames layout: append the first (1) or first and second (2) time derivatives of the normalised frames
     scaling: str = "minmax"  # minmax, or on_off: standardised values as two polarities (twice the inputs)
     eval_draws: int = 1  # spike trains averaged per evaluation recording
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -244,7 +245,7 @@ class SpeechTaskConfig:
     frontend: Any = None  # the frontend group
     DOMAINS: ClassVar = {"name": FolderName, "kind": choice(TASKS), "readout": choice(READOUTS), "val_from_index": Range(speech.TEST_INDICES.stop + 1, speech.NUM_INDICES - 1),
                          "num_samples": POSITIVE, "layout": choice(speech.LAYOUTS), "steps": POSITIVE,
-                         "normalise": choice(speech.NORMALISATIONS), "scaling": choice(speech.SCALINGS), "eval_draws": POSITIVE}
+                         "normalise": choice(speech.NORMALISATIONS), "deltas": Range(0, speech.MAX_DELTAS), "scaling": choice(speech.SCALINGS), "eval_draws": POSITIVE}
 
 
 @dataclass

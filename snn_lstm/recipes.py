@@ -30,7 +30,7 @@ NOT_RECIPE = ("seed", "run_name", "resume", "overwrite", "tags", "paths", "track
 NOT_RECIPE_TRAINER = ("device", "threads", "progress")
 # group -> {option: the value that trains as before the option existed}
 LATER_OPTIONS = {"model": {"forget_bias": 0.0, "chrono_steps": None, "cell_grad_scale": 1.0},
-                 "task": {"pixels_per_step": 1}}
+                 "task": {"pixels_per_step": 1, "deltas": 0}}
 
 
 def recipe(cfg: DictConfig) -> dict[str, Any]:

@@ -39,21 +39,30 @@ def test_alpha_study_sweeps_a_grid_of_recipes():
 def test_options_added_later_leave_the_recipe_as_before_at_their_neutral_value():
     from snn_lstm.recipes import LATER_OPTIONS, recipe, recipe_hash
 
-    name = "experiment=paper/table1/slstm"  # a file that leaves them at their neutral values
-    base = compose_train([name])
-    kept = recipe(base)
-    for group, options in LATER_OPTIONS.items():
-        assert set(options) <= set(base[group]) and not set(options) & set(kept[group])
-    neutral = ["model.forget_bias=0.0", "model.chrono_steps=null", "model.cell_grad_scale=1.0", "task.pixels_per_step=1"]
-    assert recipe_hash(compose_train([name, *neutral])) == recipe_hash(base)
-    for change in ("model.forget_bias=1.0", "model.chrono_steps=784", "model.cell_grad_scale=0.9", "task.pixels_per_step=4"):
-        assert recipe_hash(compose_train([name, change])) != recipe_hash(base), change
+    # files that leave them at their neutral values: an image task and a spoken-digit one (task.deltas is speech's)
+    cases = {"experiment=paper/table1/slstm": (
+                 ["model.forget_bias=0.0", "model.chrono_steps=null", "model.cell_grad_scale=1.0", "task.pixels_per_step=1"],
+                 ["model.forget_bias=1.0", "model.chrono_steps=784", "model.cell_grad_scale=0.9", "task.pixels_per_step=4"]),
+             "experiment=beyond/fsdd/augmented_slstm": (["task.deltas=0"], ["task.deltas=1"])}
+    covered = set()
+    for name, (neutral, changes) in cases.items():
+        base = compose_train([name])
+        kept = recipe(base)
+        for group, options in LATER_OPTIONS.items():
+            present = set(options) & set(base[group])
+            assert not present & set(kept[group])
+            covered |= {f"{group}.{option}" for option in present}
+        assert recipe_hash(compose_train([name, *neutral])) == recipe_hash(base)
+        for change in changes:
+            assert recipe_hash(compose_train([name, change])) != recipe_hash(base), change
+    assert covered == {f"{group}.{option}" for group, options in LATER_OPTIONS.items() for option in options}
 
 
 def test_leave_one_speaker_out_files_pin_one_recipe_per_held_out_speaker():
     from snn_lstm.recipes import recipe_hash
 
-    for name in ("beyond/fsdd_loso/frames_slstm", "beyond/fsdd_loso/speaker_independent_slstm", "beyond/fsdd_loso/augmented_slstm"):
+    for name in ("beyond/fsdd_loso/frames_slstm", "beyond/fsdd_loso/speaker_independent_slstm", "beyond/fsdd_loso/augmented_slstm",
+                 "beyond/fsdd_loso/deltas_slstm"):
         study = load_experiment(name)
         singles = {recipe_hash(compose_train([f"experiment={name}", f"task.held_out_speaker={speaker}"]))
                    for speaker in ("jackson", "nicolas", "theo", "yweweler")}

@@ -330,3 +330,23 @@ def test_speaker_heq_maps_each_speakers_frames_to_a_standard_normal_whatever_the
     speaker_cmvn = make_task(fsdd_dir, tmp_path / "cache", layout="frames", normalise="speaker_cmvn", num_samples=1024)
     cmvn = speaker_cmvn.arrange(features, torch.tensor([512] * 6), ["a"] * 3 + ["b"] * 3)
     assert not torch.allclose(cmvn[:3, :4], cmvn[3:, :4], atol=0.1)  # mean and spread alone do not undo the channel
+
+
+def test_deltas_append_each_coefficients_slope_and_curvature_over_five_frames(fsdd_dir, tmp_path):
+    task = make_task(fsdd_dir, tmp_path / "cache", layout="frames", deltas=2, num_samples=1024)
+    t = torch.arange(12.0)
+    features = torch.stack([3 * t + 1, t**2, torch.full((12,), 5.0)], -1)[None]  # [1, 12 frames, 3]: a ramp, a parabola, a constant
+    out = task.arrange(features, torch.tensor([1024]), ["a"])
+    assert out.shape == (1, 12, 9) and torch.equal(out[..., :3], features)
+    slope, curvature = out[0, :, 3:6], out[0, :, 6:]
+    # away from the edges (edge frames repeated) the 5-frame regression is exact: d(3t + 1) = 3, d(t^2) = 2t, d(5) = 0
+    assert torch.allclose(slope[2:10, 0], torch.full((8,), 3.0)) and torch.allclose(slope[2:10, 1], 2 * t[2:10])
+    assert torch.equal(slope[:, 2], torch.zeros(12)) and torch.allclose(curvature[4:8, 1], torch.full((4,), 2.0))
+    assert not torch.allclose(slope[0, 1], 2 * t[0])  # the first frame's slope sees the repeated edge
+    # a speaker's constant offset (another microphone's gain) leaves the derivatives unchanged
+    assert torch.allclose(task.arrange(features + 7.0, torch.tensor([1024]), ["a"])[..., 3:], out[..., 3:])
+    assert make_task(fsdd_dir, tmp_path / "cache", layout="frames", deltas=1, num_samples=1024).input_size == 2 * task.input_size / 3
+    with pytest.raises(UserError, match="task.deltas=1 works on a recording's frames: set task.layout=frames"):
+        make_task(fsdd_dir, tmp_path / "cache", deltas=1)
+    with pytest.raises(UserError, match=r"task.deltas must be 0, 1 \(first derivatives\) or 2 \(and second\), got 3"):
+        make_task(fsdd_dir, tmp_path / "cache", layout="frames", deltas=3)

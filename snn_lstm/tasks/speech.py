@@ -30,6 +30,12 @@ recording on its own (cepstral mean and variance normalisation, over its T frame
           standard normal's: every speaker's coefficients then follow N(0, 1) in
           all their moments, where speaker_cmvn matches only the first two (the
           same unlabelled recordings of a new speaker are needed)
+`deltas` = 1 or 2 then appends the time derivatives of those frames (C more
+coefficients each), the regression estimate of speech recognition's front ends over
++-2 frames (edges repeated),
+    d[t] = sum_{n=1..2} n (F[t+n] - F[t-n]) / (2 sum_{n=1..2} n^2) = sum_n n (F[t+n] - F[t-n]) / 10
+and for 2 the same of d (the acceleration): the spectrum's movement, which a
+constant offset of a speaker's or microphone's coefficients does not change.
 Then each coefficient is scaled with statistics of the training recordings only
 (`scaling`), so the values can be rate-coded (encoder=bernoulli) or fed as they
 are (encoder=identity):
@@ -55,6 +61,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torchaudio.functional as AF
 from torch import Tensor
 
 from snn_lstm.data.augment import WaveAugmentation, check_augment, mask_features, masks_features
@@ -69,6 +76,8 @@ NORMALISATIONS = ("none", "cmn", "cmvn", "speaker_cmvn", "speaker_heq")
 SCALINGS = ("minmax", "on_off")
 ON_OFF_RANGE = 2.0  # standard deviations to full rate: a typical |z| of 0.8 fires about 0.4 of the time on its polarity
 NUM_INDICES = 50
+MAX_DELTAS = 2
+DELTA_WINDOW = 5  # frames t-2 .. t+2
 CMVN_FLOOR = 1e-3  # a coefficient constant over a recording is centred, not blown up
 NO_AUGMENT = {"copies": 0, "speeds": [1.0], "tempos": [1.0], "pitch_steps": [0.0], "snr_db": None,
               "time_masks": 0, "time_mask_width": 0, "freq_masks": 0, "freq_mask_width": 0}
@@ -102,6 +111,14 @@ def equalised(features: Tensor, reference: Tensor) -> Tensor:
     return normal.icdf(share).to(features.dtype).T.reshape(features.shape)
 
 
+def with_deltas(features: Tensor, order: int) -> Tensor:
+    """features [n, T, C] followed by their first `order` time derivatives: [n, T, C (1 + order)]."""
+    stack = [features]
+    for _ in range(order):
+        stack.append(AF.compute_deltas(stack[-1].transpose(1, 2), win_length=DELTA_WINDOW).transpose(1, 2))
+    return torch.cat(stack, -1)
+
+
 def check_settings(cfg: dict[str, Any]) -> None:
     """The task's settings (also those of a checkpoint, which no schema checked)."""
     for name, allowed, default in (("layout", LAYOUTS, None), ("normalise", NORMALISATIONS, "none"), ("scaling", SCALINGS, "minmax")):
@@ -113,7 +130,10 @@ def check_settings(cfg: dict[str, Any]) -> None:
         raise UserError(f"task.num_samples must be a positive integer, got {cfg['num_samples']}")
     if cfg.get("frontend") is None:
         raise UserError("the fsdd task needs a front end: add task/frontend=scattering, mfcc or logmel")
-    for name, value in (("normalise", cfg.get("normalise", "none") != "none"), ("stretch", cfg.get("stretch"))):
+    if cfg.get("deltas", 0) not in range(MAX_DELTAS + 1):
+        raise UserError(f"task.deltas must be 0, 1 (first derivatives) or 2 (and second), got {cfg['deltas']}")
+    for name, value in (("normalise", cfg.get("normalise", "none") != "none"), ("stretch", cfg.get("stretch")),
+                        ("deltas", cfg.get("deltas", 0) > 0)):
         if value and cfg["layout"] != "frames":
             raise UserError(f"task.{name}={str(cfg[name]).lower()} works on a recording's frames: set task.layout=frames")
 
@@ -208,6 +228,7 @@ class SpokenDigitTask(ClassificationTask):
                     features[rows] = (features[rows] - own.mean(0)) / own.std(0).clamp_min(CMVN_FLOOR)
                 else:
                     features[rows] = equalised(features[rows], own)
+        features = with_deltas(features, self.cfg.get("deltas", 0))
         if self.cfg["layout"] == "averaged":
             features = features.mean(1)
             steps, size = self.cfg["steps"], features.shape[1]
