@@ -5,6 +5,8 @@ PYTHON_BOOT ?= python3
 RUN_DIR ?= runs
 PORT ?= 5000
 PYTEST_ARGS ?=
+# test processes (pytest-xdist; 0: run in this one): whole files per process, so a file's fixtures are built once
+TEST_WORKERS ?= auto
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
@@ -33,8 +35,8 @@ install: ## make the venv (VENV=.venv) and install snnlstm editable with the app
 run: install ## train the default task (sine, spiking LSTM, no download); prints where the MLflow run and checkpoint are
 	$(BIN)/snnlstm train experiment=paper/fig4/slstm paths.run_dir=$(RUN_DIR)
 
-test: install ## run the test suite
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: install ## run the test suite (TEST_WORKERS=auto processes, one per CPU)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # the documents whose generated blocks `make report` rewrites
 REPORT_DOCS := README.md,experiments/smnist.md,experiments/sine.md,experiments/language.md,experiments/fsdd.md,experiments/long_sequences.md

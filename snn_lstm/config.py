@@ -380,7 +380,7 @@ class TrainConfig:
 class EvaluateConfig:
     ckpt: str = MISSING
     split: str = "test"
-    draws: Optional[int] = None  # image tasks: spike trains averaged per image (None: the run's task.eval_draws)
+    draws: Optional[int] = None  # classifiers: spike trains averaged per example (None: the run's task.eval_draws)
     device: str = "cpu"
     tracking: TrackingConfig = MISSING
     paths: PathsConfig = MISSING

@@ -73,15 +73,26 @@ def spiking_activity(model: SpikingLSTM, x: Tensor) -> dict[str, float]:
     return metrics
 
 
-def energy_metrics(backbone: nn.Module, x: Tensor) -> dict[str, float]:
+def energy_metrics(backbone: nn.Module, x: Tensor, presentations: int = 1) -> dict[str, float]:
     """Activity (spiking models), operations per sample and the energy proxy in nJ of
-    `backbone` on inputs x [T, B, I], beside a plain LSTM of the same size."""
+    `backbone` on inputs x [T, B, I], beside a plain LSTM of the same size.
+
+    A classifier that averages K different spike trains per example (task.eval_draws
+    = K with a random encoder) runs the backbone K times for one decision: with
+    presentations=K the model's operations and energy are per decision, K times those
+    of one pass (the firing rates stay those of one pass). The plain LSTM a spiking
+    model is set beside reads the values themselves, which needs one pass: that
+    reference is not multiplied, so the ratio is per decision against it."""
     steps = x.shape[0]
     hidden, layers = backbone.hidden_size, backbone.num_layers
-    dense = lstm_macs(x.shape[-1], hidden, layers, steps)
-    metrics = {"ops/lstm_mac_per_sample": float(dense), "energy/lstm_nj": dense * MAC_PJ / 1000}
-    if isinstance(backbone, SpikingLSTM):
+    spiking = isinstance(backbone, SpikingLSTM)
+    dense = (1 if spiking else presentations) * lstm_macs(x.shape[-1], hidden, layers, steps)
+    metrics = {"ops/presentations": float(presentations), "ops/lstm_mac_per_sample": float(dense),
+               "energy/lstm_nj": dense * MAC_PJ / 1000}
+    if spiking:
         metrics.update(spiking_activity(backbone, x))
+        for count in ("ops/ac_per_sample", "ops/mac_per_sample"):
+            metrics[count] *= presentations
         energy = (metrics["ops/ac_per_sample"] * AC_PJ + metrics["ops/mac_per_sample"] * MAC_PJ) / 1000
         metrics["energy/slstm_nj"] = energy
         metrics["energy/ratio_to_lstm"] = energy / metrics["energy/lstm_nj"]

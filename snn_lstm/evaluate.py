@@ -4,7 +4,7 @@ checkpoint's step, under the same names as training: `test/...`).
 
 Only machine settings come from this command's config: where the data lives
 (`paths.data_dir`), the device and the tracking store; and `draws=K`, which scores
-an image task by averaging K spike trains per image (logged as `test/acc_drawsK`).
+a classifier (images, spoken digits) by averaging K spike trains per example (logged as `test/acc_drawsK`).
 """
 
 from __future__ import annotations

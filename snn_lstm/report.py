@@ -251,10 +251,12 @@ def energy_text(summary: Summary | None) -> str:
     if summary is None or "energy/lstm_nj" not in summary.metrics:
         return "-"
     lstm = summary.metrics["energy/lstm_nj"]
+    presentations = summary.metrics.get("ops/presentations", 1.0)
+    per_decision = "" if presentations == 1 else f", per decision of {presentations:g} spike trains"
     if "energy/slstm_nj" not in summary.metrics:
-        return f"{nanojoules(lstm)} (LSTM)"
+        return f"{nanojoules(lstm)} (LSTM{per_decision})"
     spiking = summary.metrics["energy/slstm_nj"]
-    return f"{nanojoules(spiking)} = {100 * spiking / lstm:.1f}% of the LSTM's {nanojoules(lstm)}"
+    return f"{nanojoules(spiking)}{per_decision} = {100 * spiking / lstm:.1f}% of the LSTM's {nanojoules(lstm)}"
 
 
 def duration(seconds: float) -> str:

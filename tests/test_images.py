@@ -147,6 +147,12 @@ def test_evaluation_averages_the_probabilities_of_k_draws(tiny_data_dir):
         {"acc": (one.argmax(-1) == y).float().mean().item(), "loss": -one[range(40), y].log().mean().item()}, rel=1e-5)
     assert triple.evaluate(model, "test", torch.device("cpu")) == pytest.approx(
         {"acc": (mean.argmax(-1) == y).float().mean().item(), "loss": -mean[range(40), y].log().mean().item()}, rel=1e-5)
+    assert triple.presentations == 3
+    # the values themselves are the same on every draw: one pass, the single-draw score
+    values_once = build_task(image_cfg(), encoder="identity", data_dir=tiny_data_dir, seed=0, eval_limit=None)
+    values_thrice = build_task(image_cfg(eval_draws=3), encoder="identity", data_dir=tiny_data_dir, seed=0, eval_limit=None)
+    assert values_thrice.presentations == 1
+    assert values_thrice.evaluate(model, "test", torch.device("cpu")) == values_once.evaluate(model, "test", torch.device("cpu"))
     with pytest.raises(UserError, match="eval_draws must be at least 1"):
         build_task(image_cfg(eval_draws=0), encoder="bernoulli", data_dir=tiny_data_dir, seed=0, eval_limit=None)
 

@@ -90,6 +90,20 @@ def test_real_valued_inputs_are_multiplied_and_energy_uses_the_constants():
     assert "energy/slstm_nj" not in plain and plain["ops/lstm_mac_per_sample"] == lstm_macs(4, 8, 1, 5)
 
 
+def test_a_decision_of_several_spike_trains_costs_that_many_passes():
+    torch.manual_seed(0)
+    model = SpikingLSTM(4, 8, engine="reference")
+    x = torch.bernoulli(torch.full((5, 3, 4), 0.3))
+    once, eight = energy_metrics(model, x), energy_metrics(model, x, presentations=8)
+    for count in ("ops/ac_per_sample", "ops/mac_per_sample", "energy/slstm_nj", "energy/ratio_to_lstm"):
+        assert eight[count] == pytest.approx(8 * once[count])
+    assert once["ops/ac_per_sample"] > 0 and eight["activity/l0/h"] == once["activity/l0/h"]
+    # the plain LSTM it is set beside reads the values once
+    assert eight["energy/lstm_nj"] == once["energy/lstm_nj"] and eight["ops/presentations"] == 8
+    plain, plain_eight = energy_metrics(torch.nn.LSTM(4, 8), x), energy_metrics(torch.nn.LSTM(4, 8), x, presentations=8)
+    assert plain_eight["energy/lstm_nj"] == pytest.approx(8 * plain["energy/lstm_nj"])  # a plain LSTM fed 8 spike trains
+
+
 def add_run(uri: str, experiment: str, seed: int, metrics: dict[str, float], history=(), params=None,
             figure: Path | None = None, overrides=()) -> str:
     """A finished run as `snnlstm train experiment=... <overrides>` logs it: the file's tags and the recipe hash."""

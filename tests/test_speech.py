@@ -150,13 +150,14 @@ def test_a_missing_folder_is_fetched_or_named_offline(tmp_path, monkeypatch):
 
 
 def test_cli_trains_two_steps_and_scores_train_and_test(fsdd_dir, tmp_path, cli_env):
-    result = snnlstm(["train", "task=fsdd", "task.speakers=[jackson,theo]", "task.num_samples=2048", "trainer=smoke",
+    result = snnlstm(["train", "task=fsdd", "task.speakers=[jackson,theo]", "task.num_samples=2048", "task.eval_draws=2", "trainer=smoke",
                       "tracking=none", "run_name=smoke", f"paths.data_dir={fsdd_dir}", f"paths.run_dir={tmp_path / 'runs'}",
                       f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path, cli_env)
     assert "train/acc=" in result.stderr and "test/acc=" in result.stderr
     checkpoint = tmp_path / "runs" / "fsdd" / "smoke" / "last.pt"
     metrics = torch.load(checkpoint, weights_only=True)["metrics"]
     assert {"train/acc", "test/acc", "activity/l0/h", "ops/ac_per_sample", "energy/slstm_nj"} <= set(metrics)
+    assert metrics["ops/presentations"] == 2  # the energy proxy counts both spike trains of a decision
     scored = snnlstm(["evaluate", f"ckpt={checkpoint}", "split=train", "tracking=none", f"paths.data_dir={fsdd_dir}",
                       f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path, cli_env)
     assert "train/acc=" in scored.stdout

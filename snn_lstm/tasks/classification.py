@@ -9,10 +9,11 @@ from a stream seeded by the step, so a batch depends only on (seed, step).
 Evaluation may present each example `eval_draws` = K times (K independent spike
 trains, as a longer rate-coded presentation would) and average the class
 probabilities, p = (1/K) sum_k softmax(z_k); K = 1 (the default) is the paper's
-protocol, a single draw. Loss cross-entropy; metric accuracy. With readout=sequence
-every step is trained on the sequence's label, loss = (1/T) sum_t CE(z_t, y) (a
-per-step loss: the error reaches every step directly), and the last step's logits
-z_T classify.
+protocol, a single draw; with the identity encoder every draw would be the same,
+so one is made (`presentations`: the backbone's passes per decision). Loss
+cross-entropy; metric accuracy. With readout=sequence every step is trained on the
+sequence's label, loss = (1/T) sum_t CE(z_t, y) (a per-step loss: the error reaches
+every step directly), and the last step's logits z_T classify.
 
 Distillation (`distill.teacher`: the checkpoint of a model trained on the same
 data, for instance a plain LSTM reading the intensities themselves): the training
@@ -38,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from snn_lstm.checkpoint import load_checkpoint, reading
-from snn_lstm.encoders import SPLIT_STREAMS, TRAIN, TRAIN_ORDER, build_encoder, make_generator
+from snn_lstm.encoders import SPLIT_STREAMS, TRAIN, TRAIN_ORDER, build_encoder, identity, make_generator
 from snn_lstm.errors import UserError
 from snn_lstm.models import model_from_checkpoint
 from snn_lstm.tasks.base import Task
@@ -65,6 +66,8 @@ class ClassificationTask(Task):
         self.eval_draws = cfg.get("eval_draws", 1)  # checkpoints written before the option have none
         if self.eval_draws < 1:
             raise UserError(f"task.eval_draws must be at least 1, got {self.eval_draws}")
+        # the backbone's passes per evaluated example (the energy proxy counts each)
+        self.presentations = 1 if encoder is identity else self.eval_draws
         self.distill = cfg.get("distill") or {"teacher": None}  # checkpoints written before the option have none
         if self.distill["teacher"] is not None:
             if not 0.0 <= self.distill["weight"] <= 1.0:
@@ -149,8 +152,8 @@ class ClassificationTask(Task):
             log_probs = torch.stack([
                 F.log_softmax(class_logits(model(self.encoder(values, make_generator(draw, SPLIT_STREAMS[split], batch))
                                                  .to(device))[0]), -1)
-                for draw in range(self.eval_draws)
-            ]).logsumexp(0) - math.log(self.eval_draws)
+                for draw in range(self.presentations)
+            ]).logsumexp(0) - math.log(self.presentations)
             loss_sum += F.nll_loss(log_probs, y, reduction="sum").item()
             correct += (log_probs.argmax(-1) == y).sum().item()
         return {"acc": correct / len(labels), "loss": loss_sum / len(labels)}
