@@ -205,7 +205,7 @@ def finish(run: Run) -> None:
         metrics.update(run.task.score(run.model, split, run.device))
     log.info("final (step %d): %s", run.step, _format(metrics))
     samples = run.task.sample_inputs(run.trainer["batch_size"]).to(run.device)
-    activity = energy_metrics(run.model.backbone, samples.transpose(0, 1), getattr(run.task, "presentations", 1))
+    activity = energy_metrics(run.model.backbone, samples.transpose(0, 1), run.task.presentations)
     log.info("activity and energy proxy: %s", _format(activity))
     metrics.update(activity)
     if isinstance(run.task, ClassificationTask):

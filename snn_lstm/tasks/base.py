@@ -24,6 +24,7 @@ class Task:
     monitor_mode: str  # "min" or "max"
     final_splits: tuple[str, ...] = ("test",)  # scored once training ends
     carries_state = False  # truncated BPTT: the recurrent state flows from one step's batch into the next
+    presentations = 1  # the backbone's passes per evaluated example (the energy proxy counts each)
 
     def train_batch(self, step: int, batch_size: int) -> tuple[Tensor, Tensor]:
         """Inputs [B, T, I] and targets for optimizer step `step` (deterministic in step)."""

@@ -66,8 +66,7 @@ class ClassificationTask(Task):
         self.eval_draws = cfg.get("eval_draws", 1)  # checkpoints written before the option have none
         if self.eval_draws < 1:
             raise UserError(f"task.eval_draws must be at least 1, got {self.eval_draws}")
-        # the backbone's passes per evaluated example (the energy proxy counts each)
-        self.presentations = 1 if encoder is identity else self.eval_draws
+        self.presentations = 1 if encoder is identity else self.eval_draws  # identical draws need one pass
         self.distill = cfg.get("distill") or {"teacher": None}  # checkpoints written before the option have none
         if self.distill["teacher"] is not None:
             if not 0.0 <= self.distill["weight"] <= 1.0:
