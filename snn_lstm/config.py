@@ -31,7 +31,7 @@ from snn_lstm.encoders import ENCODERS
 from snn_lstm.errors import UserError
 from snn_lstm.models import BACKBONES, READOUTS
 from snn_lstm.spiking.fused import MATMUL_DTYPES
-from snn_lstm.spiking.lstm import CELL_GRADS, ENGINES, INITS
+from snn_lstm.spiking.lstm import CELL_GRADS, CELLS, ENGINES, INITS
 from snn_lstm.spiking.surrogate import DERIVATIVES
 from snn_lstm.tasks import TASKS
 from snn_lstm.tasks import images, language, speech
@@ -289,6 +289,9 @@ class SpikingLSTMConfig:
     alpha2: float = 0.3  # surrogate width for the candidate g
     cell_grad: str = "surrogate"  # or straight_through (the authors' code)
     cell_grad_scale: float = 1.0  # gamma: dc/ds times gamma (clamp with gamma < 1: a held bit's error fades as gamma^k)
+    recurrent_grad_scale: float = 1.0  # beta: the error through the recurrent spikes h_{t-1} -> a_t times beta
+    cell: str = "binary"  # the paper's; leaky or graded_forget: a real-valued cell (docs/model.md)
+    decay_steps: int = 784  # the leaky cell's longest initial time scale
     init: str = "he"
     forget_bias: float = 0.0  # b_f at the start (0: the init's)
     chrono_steps: Optional[int] = None  # or T: b_f ~ log U(1, T - 1), b_i = -b_f
@@ -297,7 +300,8 @@ class SpikingLSTMConfig:
     DOMAINS: ClassVar = {"name": choice(BACKBONES), "hidden_size": POSITIVE, "num_layers": POSITIVE, "theta1": THRESHOLD,
                          "theta2": THRESHOLD, "surrogate": choice(DERIVATIVES), "alpha1": POSITIVE_REAL,
                          "alpha2": POSITIVE_REAL, "cell_grad": choice(CELL_GRADS), "cell_grad_scale": POSITIVE_REAL,
-                         "init": choice(INITS),
+                         "recurrent_grad_scale": Range(0.0, 1.0), "cell": choice(CELLS),
+                         "decay_steps": Range(2, MAX_COUNT), "init": choice(INITS),
                          "forget_bias": REAL, "chrono_steps": Range(3, MAX_COUNT), "engine": choice(ENGINES), "matmul_dtype": choice(MATMUL_DTYPES)}
 
 

@@ -6,7 +6,8 @@ onnx  two files, read by onnxruntime or any ONNX runtime (opset 17):
                              from a zero state; an ONNX Loop, so any T and B
         model.step.onnx      (x [B, I], h [L, B, H], c [L, B, H]) -> (h', c', logits [B, C]):
                              one step, for a stream fed step by step
-nir   model.nir: the cell as Boolean logic, in the nodes of the Neuromorphic Intermediate
+        (every cell, model.cell=leaky and graded_forget too)
+nir   model.nir (the binary cell only): the cell as Boolean logic, in the nodes of the Neuromorphic Intermediate
       Representation (Affine, Linear, Threshold; NIR's Threshold is z = 1 if v > threshold):
         gates  = Threshold(theta)(Affine(W_ih, b_ih + b_hh) x_t + Linear(W_hh) h_{t-1})   [i, f, g, o]
         keep   = Threshold(1.5)(Linear(select f) gates + c_{t-1})      AND(f, c_{t-1})
@@ -56,22 +57,34 @@ CHECK_STEPS, CHECK_BATCH = 12, 8  # the random spike trains every export is chec
 
 # ----------------------------------------------------------------- plain-op modules (what ONNX records)
 class ExportLayer(nn.Module):
-    """One spiking LSTM layer's step in plain tensor ops: the forward of lstm.py, no surrogates."""
+    """One spiking LSTM layer's step in plain tensor ops: the forward of lstm.py, no surrogates.
+    The analog cells: phi = decay * f (leaky) or sigmoid(a_f) (graded_forget), c = min(phi c + i g, 1),
+    h = o H(c - theta1)."""
+
+    __constants__ = ["cell", "theta_cell"]
 
     def __init__(self, lstm: SpikingLSTM, layer: int):
         super().__init__()
+        self.cell, self.theta_cell = lstm.spike.cell, float(lstm.spike.theta1)
+        decay_logit = lstm.layer_decay_logit(layer)
+        decay = torch.zeros(lstm.hidden_size) if decay_logit is None else torch.sigmoid(decay_logit.detach())
         w_ih, w_hh, b_ih, b_hh = (p.detach().clone() if p is not None else None for p in lstm.layer_parameters(layer))
         bias = torch.zeros(w_ih.shape[0], dtype=w_ih.dtype) if b_ih is None else b_ih + b_hh
         hidden = lstm.hidden_size
         theta = torch.tensor([lstm.spike.theta1] * 2 * hidden + [lstm.spike.theta2] * hidden + [lstm.spike.theta1] * hidden)
-        for name, value in (("w_ih", w_ih), ("w_hh", w_hh), ("bias", bias), ("theta", theta.to(w_ih.dtype))):
+        for name, value in (("w_ih", w_ih), ("w_hh", w_hh), ("bias", bias), ("theta", theta.to(w_ih.dtype)),
+                            ("decay", decay.to(w_ih.dtype))):
             self.register_buffer(name, value)
 
     def forward(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-        spikes = (x @ self.w_ih.t() + h @ self.w_hh.t() + self.bias > self.theta).to(x.dtype)
-        i, f, g, o = spikes.chunk(4, -1)
-        c = (f * c + i * g > 0).to(x.dtype)
-        return o * c, c
+        a = x @ self.w_ih.t() + h @ self.w_hh.t() + self.bias
+        i, f, g, o = (a > self.theta).to(x.dtype).chunk(4, -1)
+        if self.cell == "binary":
+            c = (f * c + i * g > 0).to(x.dtype)
+            return o * c, c
+        phi = self.decay * f if self.cell == "leaky" else torch.sigmoid(a.chunk(4, -1)[1])
+        c = torch.clamp(phi * c + i * g, max=1.0)
+        return o * (c > self.theta_cell).to(x.dtype), c
 
 
 class ExportStep(nn.Module):
@@ -272,6 +285,9 @@ def export(cfg: DictConfig, out_dir: Path) -> list[Path]:
     if not isinstance(model.backbone, SpikingLSTM):
         raise UserError(f"{cfg.ckpt} holds a plain LSTM; export writes spiking LSTMs (ONNX has its own LSTM operator "
                         "for the other: torch.onnx.export)")
+    if cfg.format == "nir" and model.backbone.spike.cell != "binary":
+        raise UserError(f"{cfg.ckpt} holds a spiking LSTM with model.cell={model.backbone.spike.cell}, whose real-valued "
+                        "cell the NIR graph (Boolean logic) does not express: export it with format=onnx")
     model = model.to(DTYPES[cfg.dtype]).eval()
     generator = torch.Generator().manual_seed(0)
     x = (torch.rand(CHECK_STEPS, CHECK_BATCH, model.backbone.input_size, generator=generator) < 0.3).to(DTYPES[cfg.dtype])

@@ -12,7 +12,8 @@ The T steps are cut into four quarters q1 (the first steps) .. q4 (the last).
                             open gates for the spiking LSTM (f is 0 or 1), the mean of
                             sigma(a_f) for the plain LSTM
     memory/l{l}/held_100    spiking LSTM: of the cells holding a 1 at steps t >= 100,
-                            the share that has held it for the last 100 steps or more
+                            the share that has held it for the last 100 steps or more (the
+                            analog cells: a 1 is c_t > theta1, the cell firing)
     memory/l{l}/c_flips_per_100  spiking LSTM: changes of c per cell per 100 steps
 """
 

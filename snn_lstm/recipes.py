@@ -29,7 +29,9 @@ RECIPE_TAG = "recipe"
 NOT_RECIPE = ("seed", "run_name", "resume", "overwrite", "tags", "paths", "tracking")
 NOT_RECIPE_TRAINER = ("device", "threads", "progress")
 # group -> {option: the value that trains as before the option existed}
-LATER_OPTIONS = {"model": {"forget_bias": 0.0, "chrono_steps": None, "cell_grad_scale": 1.0},
+LATER_OPTIONS = {"model": {"forget_bias": 0.0, "chrono_steps": None, "cell_grad_scale": 1.0,
+                           "recurrent_grad_scale": 1.0,
+                           "cell": "binary", "decay_steps": 784},
                  "task": {"pixels_per_step": 1, "deltas": 0}}
 
 

@@ -99,3 +99,23 @@ def test_export_refuses_a_plain_lstm(trained, tmp_path):
     refused = run_verb(["export", f"ckpt={tmp_path / 'smnist' / 'plain' / 'last.pt'}", f"paths.run_dir={tmp_path}"],
                        tmp_path)
     assert refused.code == 2 and "plain LSTM" in refused.lines[0]
+
+
+@pytest.mark.parametrize("cell", ["leaky", "graded_forget"])
+def test_analog_cells_export_to_onnx_and_not_to_nir(trained, tmp_path, cell):
+    outcome = run_verb(["train", "task=smnist", *TINY_IMAGES, f"model.cell={cell}", "model.hidden_size=16",
+                        "trainer=smoke", "tracking=none", f"paths.run_dir={tmp_path}", f"paths.data_dir={trained['data']}",
+                        "run_name=analog"], tmp_path)
+    assert outcome.code == 0, outcome.stderr[-3000:]
+    ckpt = tmp_path / "smnist" / "analog" / "last.pt"
+    sequence, _ = exported({"root": tmp_path}, ckpt, "onnx", "float64")
+    model, x, output, _, _ = evaluated_on_the_test_split(ckpt, trained["data"], torch.float64)
+    session = onnxruntime.InferenceSession(str(sequence), providers=["CPUExecutionProvider"])
+    spikes, _, c_n, _ = (torch.from_numpy(v) for v in session.run(None, {"x": x.numpy()}))
+    assert torch.equal(spikes, output) and 0 < spikes.mean() < 1
+    with torch.no_grad():
+        ours = model.backbone(x)[1][1]
+    torch.testing.assert_close(c_n, ours)
+    assert ((c_n > 0) & (c_n < 1)).any()  # the cells hold real values
+    refused = run_verb(["export", f"ckpt={ckpt}", "format=nir", f"paths.run_dir={tmp_path}"], tmp_path)
+    assert refused.code == 2 and "format=onnx" in refused.lines[0]

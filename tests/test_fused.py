@@ -46,12 +46,13 @@ ENGINES = ["torch", "cpp", TRITON_ON_CPU]
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def make_pair(engine, shape, surrogate, cell_grad, theta1=0.1, theta2=0.1, seed=0, matmul_dtype="float32", cell_grad_scale=1.0):
+def make_pair(engine, shape, surrogate, cell_grad, theta1=0.1, theta2=0.1, seed=0, matmul_dtype="float32", cell_grad_scale=1.0,
+              cell="binary"):
     T, B, I, H, layers = shape
     torch.manual_seed(seed)
     alpha1, alpha2 = SURROGATES[surrogate]
     kwargs = dict(theta1=theta1, theta2=theta2, surrogate=surrogate, alpha1=alpha1, alpha2=alpha2, cell_grad=cell_grad,
-                  cell_grad_scale=cell_grad_scale, init="normal")
+                  cell_grad_scale=cell_grad_scale, init="normal", cell=cell)
     reference = SpikingLSTM(I, H, layers, engine="reference", **kwargs).double()
     fused = SpikingLSTM(I, H, layers, engine=engine, matmul_dtype=matmul_dtype, **kwargs).double()
     with torch.no_grad():
@@ -109,6 +110,33 @@ def compare_with_reference(reference, fused, shape):
     for name, expected in grads_ref.items():
         assert_close_relative(grads[name], expected, name)
     return grads
+
+
+def compare_analog_with_reference(reference, fused, x, state, ups):
+    """As compare_with_reference for the analog cells, whose real-valued c_n may differ in the last
+    bit where the engines compute sigma(a_f) differently."""
+    out_ref, hn_ref, cn_ref, grads_ref = run(reference, x, state, *ups)
+    out, hn, cn, grads = run(fused, x, state, *ups)
+    assert torch.equal(out, out_ref) and torch.equal(hn, hn_ref)
+    assert_close_relative(cn, cn_ref, "c_n")
+    assert ((cn_ref > 0) & (cn_ref < 1)).any()
+    for name, expected in grads_ref.items():
+        assert expected.abs().sum() > 0, name
+        assert_close_relative(grads[name], expected, name)
+
+
+@pytest.mark.parametrize("engine", ["torch", "cpp"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("surrogate", list(SURROGATES))
+@pytest.mark.parametrize("cell", ["leaky", "graded_forget"])
+def test_analog_cells_fused_equal_reference(engine, shape, surrogate, cell):
+    T, B, I, H, layers = shape
+    reference, fused = make_pair(engine, shape, surrogate, "surrogate", cell=cell)
+    x = (torch.rand(T, B, I, dtype=torch.float64) < 0.5).double()
+    state = ((torch.rand(layers, B, H, dtype=torch.float64) < 0.5).double(), torch.rand(layers, B, H, dtype=torch.float64))
+    ups = (torch.randn(T, B, H, dtype=torch.float64), torch.randn(layers, B, H, dtype=torch.float64),
+           torch.randn(layers, B, H, dtype=torch.float64))
+    compare_analog_with_reference(reference, fused, x, state, ups)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -426,6 +454,25 @@ def test_reduced_precision_on_cuda_against_the_cpu_reference(engine, matmul_dtyp
     for name, expected in grads_ref.items():
         scale = expected.abs().max()
         assert scale > 0 and (grads[name].cpu().double() - expected).abs().max() <= tolerance * scale, name
+
+
+@needs_cuda
+@pytest.mark.parametrize("cell", ["leaky", "graded_forget"])
+def test_analog_cells_on_cuda_equal_the_cpu_reference(cell):
+    """auto on a GPU runs the analog cells on the torch engine."""
+    shape = (30, 37, 3, 100, 2)
+    T, B, I, H, layers = shape
+    reference, fused = make_pair("auto", shape, "gaussian", "surrogate", cell=cell)
+    x = (torch.rand(T, B, I, dtype=torch.float64) < 0.5).double()
+    state = ((torch.rand(layers, B, H, dtype=torch.float64) < 0.5).double(), torch.rand(layers, B, H, dtype=torch.float64))
+    ups = [torch.randn(T, B, H, dtype=torch.float64), torch.randn(layers, B, H, dtype=torch.float64),
+           torch.randn(layers, B, H, dtype=torch.float64)]
+    out_ref, hn_ref, cn_ref, grads_ref = run(reference, x, state, *ups)
+    out, hn, cn, grads = run(fused.cuda(), x.cuda(), tuple(s.cuda() for s in state), *(u.cuda() for u in ups))
+    assert torch.equal(out.cpu(), out_ref) and torch.equal(hn.cpu(), hn_ref)
+    assert_close_relative(cn.cpu(), cn_ref, "c_n")
+    for name, expected in grads_ref.items():
+        assert_close_relative(grads[name].cpu(), expected, name)
 
 
 @needs_cuda

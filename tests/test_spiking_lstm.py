@@ -73,9 +73,11 @@ def test_every_state_is_binary_and_c_is_clamped(cell_grad):
     assert set(c_n.unique().tolist()) <= {0.0, 1.0}
 
 
-def reference_bptt(x, h0, c0, w_ih, w_hh, b_ih, b_hh, upstream, cell_grad, theta1, theta2, alpha1, alpha2, scale=1.0):
+def reference_bptt(x, h0, c0, w_ih, w_hh, b_ih, b_hh, upstream, cell_grad, theta1, theta2, alpha1, alpha2, scale=1.0,
+                   beta=1.0):
     """The equations of docs/model.md written out: forward, then dL/ds_t = gamma [g_a1(s_t - theta1) *]
-    (o_t dL/dh_t + f_{t+1} dL/ds_{t+1}) and the gate derivatives, by hand."""
+    (o_t dL/dh_t + f_{t+1} dL/ds_{t+1}) and the gate derivatives, by hand; dL/dh_{t-1} gets
+    beta da_t W_hh (recurrent_grad_scale)."""
     T = x.shape[0]
     hs, cs, cache = [h0], [c0], []
     for t in range(T):
@@ -108,20 +110,73 @@ def reference_bptt(x, h0, c0, w_ih, w_hh, b_ih, b_hh, upstream, cell_grad, theta
         grads["w_hh"] += da.T @ hs[t]
         grads["b_ih"] += da.sum(0)
         dx[t] = da @ w_ih
-        dh_next = da @ w_hh
+        dh_next = beta * da @ w_hh
         ds_next, f_next = ds, f
     grads["x"], grads["h0"], grads["c0"] = dx, dh_next, f_next * ds_next
     return torch.stack(hs[1:]), grads
 
 
+def reference_bptt_analog(x, h0, c0, w_ih, w_hh, b_ih, b_hh, decay, upstream, upstream_c, cell, beta=1.0, theta1=0.1,
+                          theta2=0.1, alpha1=4.0, alpha2=0.3):
+    """The analog cells of docs/model.md written out. Forward: phi_t = decay f_t (leaky) or sigma(a_f)
+    (graded_forget), s_t = phi_t c_{t-1} + i_t g_t, c_t = min(s_t, 1), h_t = o_t H(c_t - theta1).
+    Backward (upstream: dL/dh_t from above, upstream_c: dL/dc_T):
+    dL/dc_t = o_t g_a1(c_t - theta1) dL/dh_t + phi_{t+1} dL/ds_{t+1}, dL/ds_t = 1[s_t <= 1] dL/dc_t,
+    dL/da_f = dL/ds_t c_{t-1} dphi/da_f, dL/ddecay = sum dL/ds_t f_t c_{t-1}."""
+    T = x.shape[0]
+    hs, cs, cache = [h0], [c0], []
+    for t in range(T):
+        a = x[t] @ w_ih.T + b_ih + hs[-1] @ w_hh.T + b_hh
+        a_i, a_f, a_g, a_o = a.chunk(4, dim=1)
+        i, f, o = [(v - theta1 > 0).double() for v in (a_i, a_f, a_o)]
+        g = (a_g - theta2 > 0).double()
+        if cell == "leaky":
+            phi, dphi = decay * f, decay * gaussian(a_f - theta1, alpha1)
+        else:
+            phi = torch.sigmoid(a_f)
+            dphi = phi * (1 - phi)
+        s = phi * cs[-1] + i * g
+        c = s.clamp(max=1.0)
+        cs.append(c)
+        hs.append(o * (c > theta1).double())
+        cache.append((a_i, a_g, a_o, i, f, g, o, s, phi, dphi))
+    grads = {k: torch.zeros_like(v) for k, v in (("w_ih", w_ih), ("w_hh", w_hh), ("b_ih", b_ih))}
+    grads["decay"] = torch.zeros(w_hh.shape[1], dtype=x.dtype)
+    dx = torch.zeros_like(x)
+    dh_next = torch.zeros_like(h0)
+    ds_next = upstream_c  # a step T + 1 with phi = 1 that passes dL/dc_T on
+    phi_next = torch.ones_like(c0)
+    for t in reversed(range(T)):
+        a_i, a_g, a_o, i, f, g, o, s, phi, dphi = cache[t]
+        c = cs[t + 1]
+        dh = upstream[t] + dh_next
+        dc = o * gaussian(c - theta1, alpha1) * dh + phi_next * ds_next
+        ds = (s <= 1).double() * dc
+        da = torch.cat([ds * g * gaussian(a_i - theta1, alpha1), ds * cs[t] * dphi,
+                        ds * i * gaussian(a_g - theta2, alpha2), dh * (c > theta1).double() * gaussian(a_o - theta1, alpha1)],
+                       dim=1)
+        grads["decay"] += (ds * f * cs[t]).sum(0)
+        grads["w_ih"] += da.T @ x[t]
+        grads["w_hh"] += da.T @ hs[t]
+        grads["b_ih"] += da.sum(0)
+        dx[t] = da @ w_ih
+        dh_next = beta * da @ w_hh
+        ds_next, phi_next = ds, phi
+    grads["x"], grads["h0"], grads["c0"] = dx, dh_next, phi_next * ds_next
+    return torch.stack(hs[1:]), torch.stack(cs[1:]), grads
+
+
 @pytest.mark.parametrize("engine", ["reference", "auto", pytest.param("triton", marks=pytest.mark.skipif(
     not triton_interpreted(), reason="the triton engine on CPU tensors needs Triton's interpreter"))])
-@pytest.mark.parametrize("cell_grad, scale", [("straight_through", 1.0), ("surrogate", 1.0), ("clamp", 1.0),
-                                              ("clamp", 0.9), ("straight_through", 0.5), ("surrogate", 3.0)])
-def test_gradients_equal_the_spec_backward(cell_grad, scale, engine):
+@pytest.mark.parametrize("cell_grad, scale, beta", [("straight_through", 1.0, 1.0), ("surrogate", 1.0, 1.0), ("clamp", 1.0, 1.0),
+                                                    ("clamp", 0.9, 1.0), ("straight_through", 0.5, 1.0), ("surrogate", 3.0, 1.0),
+                                                    ("surrogate", 1.0, 0.0), ("clamp", 1.0, 0.4)])
+def test_gradients_equal_the_spec_backward(cell_grad, scale, beta, engine):
+    """Also with recurrent_grad_scale beta: dL/dh_{t-1} gets beta da_t W_hh, nothing else changes."""
     torch.manual_seed(1)
     T, B, I, H = 12, 5, 6, 7
-    layer = SpikingLSTM(I, H, cell_grad=cell_grad, cell_grad_scale=scale, init="normal", engine=engine).double()
+    layer = SpikingLSTM(I, H, cell_grad=cell_grad, cell_grad_scale=scale, recurrent_grad_scale=beta, init="normal",
+                        engine=engine).double()
     with torch.no_grad():
         layer.bias_ih_l0.normal_(0, 0.5)
         layer.bias_hh_l0.normal_(0, 0.5)
@@ -135,10 +190,14 @@ def test_gradients_equal_the_spec_backward(cell_grad, scale, engine):
 
     w_ih, w_hh, b_ih, b_hh = (t.detach() for t in layer.layer_parameters(0))
     ref_out, ref = reference_bptt(
-        x.detach(), h0.detach(), c0.detach(), w_ih, w_hh, b_ih, b_hh, upstream, cell_grad, 0.1, 0.1, 4.0, 0.3, scale
+        x.detach(), h0.detach(), c0.detach(), w_ih, w_hh, b_ih, b_hh, upstream, cell_grad, 0.1, 0.1, 4.0, 0.3, scale, beta
     )
     assert torch.equal(output.detach(), ref_out)
     assert ref["w_ih"].abs().sum() > 0  # the example exercises the surrogates
+    if beta != 1.0:  # and feels beta
+        exact = reference_bptt(x.detach(), h0.detach(), c0.detach(), w_ih, w_hh, b_ih, b_hh, upstream, cell_grad, 0.1, 0.1,
+                               4.0, 0.3, scale)[1]
+        assert not torch.allclose(ref["w_ih"], exact["w_ih"])
     torch.testing.assert_close(layer.weight_ih_l0.grad, ref["w_ih"])
     torch.testing.assert_close(layer.weight_hh_l0.grad, ref["w_hh"])
     torch.testing.assert_close(layer.bias_ih_l0.grad, ref["b_ih"])
@@ -146,6 +205,40 @@ def test_gradients_equal_the_spec_backward(cell_grad, scale, engine):
     torch.testing.assert_close(x.grad, ref["x"])
     torch.testing.assert_close(h0.grad, ref["h0"])
     torch.testing.assert_close(c0.grad, ref["c0"])
+
+
+@pytest.mark.parametrize("engine", ["reference", "auto", "torch"])
+@pytest.mark.parametrize("cell", ["leaky", "graded_forget"])
+@pytest.mark.parametrize("beta", [1.0, 0.5])
+def test_analog_cells_equal_their_equations_forward_and_backward(cell, beta, engine):
+    torch.manual_seed(7)
+    T, B, I, H = 14, 5, 4, 6
+    layer = SpikingLSTM(I, H, cell=cell, recurrent_grad_scale=beta, decay_steps=20, init="normal", engine=engine).double()
+    with torch.no_grad():
+        layer.bias_ih_l0.normal_(0, 0.5)
+        layer.bias_ih_l0[H:2 * H] += 1.0  # forget gates open often, so cells hold and fade
+    x = (torch.rand(T, B, I, dtype=torch.float64) < 0.5).double().requires_grad_()
+    h0 = (torch.rand(B, H, dtype=torch.float64) < 0.5).double().requires_grad_()
+    c0 = torch.rand(B, H, dtype=torch.float64).requires_grad_()
+    upstream = torch.randn(T, B, H, dtype=torch.float64)
+    output, (_, c_n) = layer(x, (h0.unsqueeze(0), c0.unsqueeze(0)))
+    (output * upstream).sum().add(c_n.sum()).backward()
+    w_ih, w_hh, b_ih, b_hh = (t.detach() for t in layer.layer_parameters(0))
+    decay = None if cell == "graded_forget" else torch.sigmoid(layer.decay_logit_l0.detach())
+    upstream_c = torch.ones(B, H, dtype=torch.float64)  # the loss adds sum(c_T)
+    ref_h, ref_c, ref = reference_bptt_analog(x.detach(), h0.detach(), c0.detach(), w_ih, w_hh, b_ih, b_hh, decay,
+                                              upstream, upstream_c, cell, beta)
+    assert torch.equal(output.detach(), ref_h)
+    assert set(output.unique().tolist()) <= {0.0, 1.0}
+    torch.testing.assert_close(c_n[0].detach(), ref_c[-1])
+    assert ref_c.min() >= 0 and ref_c.max() <= 1 and ((ref_c > 0) & (ref_c < 1)).any()  # real values, clamped at 1
+    assert ref["w_ih"].abs().sum() > 0
+    for name, got in (("w_ih", layer.weight_ih_l0.grad), ("w_hh", layer.weight_hh_l0.grad), ("b_ih", layer.bias_ih_l0.grad),
+                      ("x", x.grad), ("h0", h0.grad), ("c0", c0.grad)):
+        torch.testing.assert_close(got, ref[name], msg=name)
+    if cell == "leaky":  # lambda = sigmoid(rho)
+        assert ref["decay"].abs().sum() > 0
+        torch.testing.assert_close(layer.decay_logit_l0.grad, ref["decay"] * decay * (1 - decay))
 
 
 @pytest.mark.parametrize("surrogate", ["gaussian", "piecewise_linear", "fast_sigmoid", "atan", "straight_through"])
@@ -168,10 +261,11 @@ def test_parameter_names_match_nn_lstm():
     assert torch.equal(slstm.weight_hh_l1, lstm.weight_hh_l1)
 
 
-def test_cell_equals_one_layer_sequence():
+@pytest.mark.parametrize("cell_kind", ["binary", "leaky", "graded_forget"])
+def test_cell_equals_one_layer_sequence(cell_kind):
     torch.manual_seed(3)
-    layer = SpikingLSTM(4, 6, init="normal")
-    cell = SpikingLSTMCell(4, 6, init="normal")
+    layer = SpikingLSTM(4, 6, init="normal", cell=cell_kind)
+    cell = SpikingLSTMCell(4, 6, init="normal", cell=cell_kind)
     cell.load_state_dict({k[: -len("_l0")]: v for k, v in layer.state_dict().items()})
     x = (torch.rand(9, 2, 4) < 0.5).float()
     state = None
@@ -253,6 +347,11 @@ def test_bad_forget_gate_starts_are_user_errors(kwargs, message):
         ({"init": "xavier"}, "init"),
         ({"alpha2": 0.0}, "positive"),
         ({"surrogate": "relu"}, "unknown surrogate"),
+        ({"recurrent_grad_scale": 1.5}, "recurrent_grad_scale"),
+        ({"recurrent_grad_scale": -0.1}, "recurrent_grad_scale"),
+        ({"cell": "lif"}, "model.cell must be one of"),
+        ({"cell": "leaky", "cell_grad_scale": 0.9}, "applies to the binary cell"),
+        ({"cell": "leaky", "decay_steps": 1}, "decay_steps"),
     ],
 )
 def test_bad_options_are_user_errors(kwargs, message):
@@ -268,3 +367,51 @@ def test_unknown_engine_is_a_user_error():
 def test_bad_sizes_are_user_errors():
     with pytest.raises(UserError, match="hidden_size"):
         SpikingLSTM(2, 0)
+
+
+def test_a_leaky_cell_fades_by_its_decay_and_stops_firing_below_theta1():
+    """One write (i = g = 1) into an empty cell, then the forget gate open and no writes:
+    c_k = lambda^k, and h = o H(c - theta1) fires while lambda^k > theta1."""
+    layer = SpikingLSTM(1, 1, cell="leaky", engine="reference")
+    with torch.no_grad():
+        layer.weight_ih_l0.copy_(torch.tensor([[1.0], [0.0], [1.0], [0.0]]))  # the input opens i and g
+        layer.weight_hh_l0.zero_()
+        layer.bias_ih_l0.copy_(torch.tensor([0.0, 1.0, 0.0, 1.0]))  # f and o always open
+        layer.bias_hh_l0.zero_()
+        layer.decay_logit_l0.fill_(math.log(0.8 / 0.2))  # lambda = 0.8
+    x = torch.zeros(12, 1, 1)
+    x[0] = 1.0
+    output, (_, c_n) = layer(x)
+    expected_c = 0.8 ** torch.arange(12, dtype=torch.float32)
+    expected_h = (expected_c > 0.1).float()  # 0.8^10 = 0.107 > 0.1 >= 0.8^11
+    assert torch.equal(output.view(-1), expected_h) and expected_h[10] == 1 and expected_h[11] == 0
+    torch.testing.assert_close(c_n.view(()), expected_c[-1])
+    for engine in ("auto", "torch"):
+        fused = SpikingLSTM(1, 1, cell="leaky", engine=engine)
+        fused.load_state_dict(layer.state_dict())
+        assert torch.equal(fused(x)[0], output)
+
+
+def test_leaky_decays_start_spread_over_time_scales():
+    torch.manual_seed(8)
+    layer = SpikingLSTM(1, 4000, cell="leaky", decay_steps=784)
+    tau = -1.0 / torch.log(torch.sigmoid(layer.decay_logit_l0.detach().double()))
+    assert tau.min() >= 1.0 - 1e-6 and tau.max() <= 784 * (1 + 1e-6)
+    assert torch.log(tau).mean().item() == pytest.approx(math.log(784) / 2, rel=0.05)  # log-uniform
+    assert [n for n, _ in SpikingLSTM(2, 3, 2, cell="leaky").named_parameters()][-1] == "decay_logit_l1"
+    assert not any("decay" in n for n, _ in SpikingLSTM(2, 3, cell="graded_forget").named_parameters())
+
+
+def test_analog_cells_refuse_what_they_do_not_run():
+    from snn_lstm.spiking.fused import spiking_lstm_layer
+
+    x = torch.zeros(3, 2, 2)
+    for kwargs, message in (({"engine": "triton"}, "no Triton kernels"), ({"matmul_dtype": "bfloat16"}, "matmul_dtype=float32")):
+        with pytest.raises(UserError, match=message):
+            SpikingLSTM(2, 3, cell="leaky", **kwargs)
+        layer = SpikingLSTM(2, 3, cell="leaky")
+        with pytest.raises(ValueError, match=message):  # the layer function, called directly
+            spiking_lstm_layer(x, torch.zeros(2, 3), torch.zeros(2, 3), *layer.layer_parameters(0), layer.spike,
+                               decay_logit=layer.decay_logit_l0, **kwargs)
+    with pytest.raises(ValueError, match=r"c0 must be in \[0, 1\]"):
+        SpikingLSTM(2, 3, cell="graded_forget")(x, (torch.zeros(1, 2, 3), torch.full((1, 2, 3), 1.5)))

@@ -286,6 +286,70 @@ def _backward_loop_torch(sur, bits, grad_h, grad_c_last, h0, c0, w_hh, xh, input
     return dh_rec, f0 * ds
 
 
+# ---------------------------------------------------------------- analog cells (PyTorch engine)
+def _forward_loop_torch_analog(pre: Tensor, w_hh: Tensor, h0: Tensor, c0: Tensor, decay: Tensor | None,
+                               spike: "SpikeParams", surrogates: bool):
+    """The analog cell's forward loop (lstm.py): the C++ forward_loop_analog's contract."""
+    steps, batch, four_h = pre.shape
+    hidden = four_h // 4
+    h_seq = pre.new_empty(steps, batch, hidden)
+    bits = torch.empty(steps, batch, hidden, dtype=torch.uint8, device=pre.device)
+    c_seq = pre.new_empty(steps if surrogates else 0, batch, hidden)
+    phi_seq, og_seq = torch.empty_like(c_seq), torch.empty_like(c_seq)
+    h, c = h0, c0
+    for t in range(steps):
+        a = _add_product(pre[t], h, w_hh.t()).view(batch, 4, hidden)
+        u = a - a.new_tensor([spike.theta1, spike.theta1, spike.theta2, spike.theta1]).view(4, 1)
+        i, f, g, o = (u > 0).to(pre.dtype).unbind(1)
+        if spike.cell == "graded_forget":
+            phi = torch.sigmoid(a[:, 1])
+            f = (phi > 0.5).to(pre.dtype)
+        else:
+            phi = decay * f
+        c = torch.clamp(phi * c + i * g, max=1.0)
+        fires = (c > spike.theta1).to(pre.dtype)
+        torch.mul(o, fires, out=h_seq[t])
+        h = h_seq[t]
+        bits[t] = (i * BIT_I + f * BIT_F + g * BIT_G + o * BIT_O + fires * BIT_C).to(torch.uint8)
+        if surrogates:
+            c_seq[t], phi_seq[t] = c, phi
+            og_seq[t] = o * spike.gate.derivative(c - spike.theta1)
+            sur = a  # a view of pre[t]: overwritten with (G_i, dphi/da_f, G_g, G_o)
+            dphi = phi * (1 - phi) if spike.cell == "graded_forget" else decay * spike.gate.derivative(u[:, 1])
+            sur[:, 0] = spike.gate.derivative(u[:, 0])
+            sur[:, 1] = dphi
+            sur[:, 2] = spike.candidate.derivative(u[:, 2])
+            sur[:, 3] = spike.gate.derivative(u[:, 3])
+    return h_seq, bits, c, c_seq, phi_seq, og_seq
+
+
+def _backward_loop_torch_analog(sur, bits, c_seq, phi_seq, og_seq, grad_h, grad_c_last, h0, c0, w_hh, xh,
+                                input_size: int):
+    """The C++ backward_loop_analog's contract: `sur` becomes da, the h columns of `xh` are filled,
+    returns (dL/dh_0, dL/dc_0, ds [T, B, H])."""
+    steps, batch, four_h = sur.shape
+    hidden = four_h // 4
+    dtype = sur.dtype
+    ds = sur.new_zeros(batch, hidden)
+    ds_seq = sur.new_empty(steps, batch, hidden)
+    dh_rec = sur.new_zeros(batch, hidden)
+    for t in reversed(range(steps)):
+        i, g, fires = (_bit(bits[t], flag, dtype) for flag in (BIT_I, BIT_G, BIT_C))
+        c_prev = c_seq[t - 1] if t > 0 else c0
+        dh = grad_h[t] + dh_rec
+        dc = og_seq[t] * dh + (grad_c_last if t == steps - 1 else phi_seq[t + 1] * ds)
+        ds = dc * (phi_seq[t] * c_prev + i * g <= 1.0).to(dtype)
+        ds_seq[t] = ds
+        d = sur[t].view(batch, 4, hidden)
+        d[:, 0].mul_(ds * g)
+        d[:, 1].mul_(ds * c_prev)
+        d[:, 2].mul_(ds * i)
+        d[:, 3].mul_(dh * fires)
+        dh_rec = _product(sur[t], w_hh)
+    _fill_previous_hidden(xh, bits, h0, input_size)
+    return dh_rec, phi_seq[0] * ds, ds_seq
+
+
 # ---------------------------------------------------------------- autograd
 def gate_surrogates(a: Tensor, spike: "SpikeParams") -> Tensor:
     """G = g'(a - theta) per gate: width alpha1 for i, f, o; alpha2 for g."""
@@ -336,6 +400,39 @@ def _layer_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, spike: "SpikeParams", engi
     return h_seq, c_last, saved if needs_grad else bits
 
 
+def _rows_for_weight_grads(x: Tensor, hidden: int) -> Tensor:
+    """[T, B, I + H + 1] rows [x_t, h_{t-1}, 1], the h columns left for the backward loop to
+    fill: one product with da gives dW_ih, dW_hh and db at once."""
+    steps, batch, inputs = x.shape
+    xh = x.new_empty(steps, batch, inputs + hidden + 1)
+    xh[:, :, :inputs] = x
+    xh[:, :, -1] = 1.0
+    return xh
+
+
+def _parameter_grads(ctx, da: Tensor, xh: Tensor, x: Tensor, w_ih: Tensor, w_hh: Tensor, dh0: Tensor, dc0: Tensor):
+    """(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh) from da [T * B, 4H] and the filled rows."""
+    inputs = x.shape[-1]
+    grads = _product(da.t(), xh.view(-1, xh.shape[-1]).to(w_hh.dtype))
+    grad_w_ih, grad_w_hh, grad_b = grads[:, :inputs], grads[:, inputs:-1], grads[:, -1]
+    grad_x = _product(da, w_ih).view_as(x) if ctx.needs_input_grad[0] else None
+    has_b_ih, has_b_hh = ctx.has_bias
+    return (grad_x, dh0 if ctx.needs_input_grad[1] else None, dc0 if ctx.needs_input_grad[2] else None, grad_w_ih,
+            grad_w_hh, grad_b if has_b_ih else None, grad_b if has_b_hh else None)
+
+
+def _backward_once(ctx) -> None:
+    if ctx.consumed:
+        raise RuntimeError("the fused spiking LSTM reuses its saved tensors in the backward, so it cannot "
+                           "backpropagate twice (retain_graph=True); use engine='reference' for that")
+    ctx.consumed = True
+
+
+def _recurrent_weights_for_backward(w_hh: Tensor, spike: "SpikeParams") -> Tensor:
+    """W_hh times beta: the loops send the error through h_{t-1} -> a_t with W_hh alone."""
+    return w_hh if spike.recurrent_grad_scale == 1.0 else w_hh * spike.recurrent_grad_scale
+
+
 class FusedSpikingLSTMLayer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, spike: "SpikeParams", engine: str, matmul_dtype: str):
@@ -348,12 +445,7 @@ class FusedSpikingLSTMLayer(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_h_seq, grad_c_last):
-        if ctx.consumed:
-            raise RuntimeError(
-                "the fused spiking LSTM reuses its saved tensors in the backward, so it cannot "
-                "backpropagate twice (retain_graph=True); use engine='reference' for that"
-            )
-        ctx.consumed = True
+        _backward_once(ctx)
         sur, bits, x, h0, c0, w_ih, w_hh, bias = ctx.saved_tensors
         spike = ctx.spike
         steps, batch, hidden = bits.shape
@@ -362,42 +454,80 @@ class FusedSpikingLSTMLayer(torch.autograd.Function):
         if grad_c_last is None:
             grad_c_last = x.new_zeros(batch, hidden)
         cell_sur = cell_derivatives(spike)
-        # Rows [x_t, h_{t-1}, 1]: one product with da gives dW_ih, dW_hh and db at once.
+        w_hh_back = _recurrent_weights_for_backward(w_hh, spike)
         inputs = x.shape[-1]
-        xh = x.new_empty(steps, batch, inputs + hidden + 1)
-        xh[:, :, :inputs] = x
-        xh[:, :, -1] = 1.0
-        rows = xh.view(steps * batch, -1)
+        xh = _rows_for_weight_grads(x, hidden)
         if ctx.engine == "triton":
             _fill_previous_hidden(xh, bits, h0, inputs)
             # the pre-activations again, in the forward's precision
-            da = _product(rows[:, :-1], torch.cat([w_ih, w_hh], dim=1).t())
+            da = _product(xh.view(steps * batch, -1)[:, :-1], torch.cat([w_ih, w_hh], dim=1).t())
             if bias is not None:
                 da.add_(bias)
-            ds0 = triton_kernels().backward_loop(da.view(steps, batch, -1), bits, grad_h_seq, grad_c_last, c0, w_hh,
-                                                 spike, cell_sur, ctx.matmul_dtype)
-            dh0 = _product(da[:batch], w_hh)
+            ds0 = triton_kernels().backward_loop(da.view(steps, batch, -1), bits, grad_h_seq, grad_c_last, c0,
+                                                 w_hh_back, spike, cell_sur, ctx.matmul_dtype)
+            dh0 = _product(da[:batch], w_hh_back)
             dc0 = _bit(bits[0], BIT_F, ds0.dtype) * ds0
         else:
             loop = compiled_kernels().backward_loop if ctx.engine == "cpp" else _backward_loop_torch
-            dh0, dc0 = loop(sur, bits, grad_h_seq, grad_c_last, h0, c0, w_hh, xh, inputs, reads_cell_table(spike), cell_sur)
+            dh0, dc0 = loop(sur, bits, grad_h_seq, grad_c_last, h0, c0, w_hh_back, xh, inputs, reads_cell_table(spike),
+                            cell_sur)
             da = sur.view(steps * batch, -1)  # the loop has turned G into da
-        grads = _product(da.t(), rows.to(w_hh.dtype))
-        grad_w_ih, grad_w_hh, grad_b = grads[:, :inputs], grads[:, inputs:-1], grads[:, -1]
-        grad_x = _product(da, w_ih).view_as(x) if ctx.needs_input_grad[0] else None
-        has_b_ih, has_b_hh = ctx.has_bias
-        return (
-            grad_x,
-            dh0 if ctx.needs_input_grad[1] else None,
-            dc0 if ctx.needs_input_grad[2] else None,
-            grad_w_ih,
-            grad_w_hh,
-            grad_b if has_b_ih else None,
-            grad_b if has_b_hh else None,
-            None,
-            None,
-            None,
+        return (*_parameter_grads(ctx, da, xh, x, w_ih, w_hh, dh0, dc0), None, None, None)
+
+
+def _analog_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, decay, spike: "SpikeParams", engine: str, needs_grad: bool):
+    """The analog cell's forward on `engine` (cpp or torch): (h_seq, c_T, bits, c_seq, phi_seq, og_seq, pre)."""
+    steps, batch, _ = x.shape
+    bias = summed_bias(b_ih, b_hh)
+    flat = x.reshape(steps * batch, -1)
+    pre = (torch.addmm(bias, flat, w_ih.t()) if bias is not None else flat @ w_ih.t()).view(steps, batch, -1)
+    lam = decay if decay is not None else pre.new_zeros(0)
+    if engine == "cpp":
+        h_seq, bits, c_last, c_seq, phi_seq, og_seq = compiled_kernels().forward_loop_analog(
+            pre, unit_rows(w_hh), h0, c0, lam.detach().contiguous(), spike.theta1, spike.theta2,
+            FAMILY_IDS[spike.gate.name], spike.gate.width, spike.candidate.width, spike.cell == "graded_forget",
+            needs_grad,
         )
+    else:
+        h_seq, bits, c_last, c_seq, phi_seq, og_seq = _forward_loop_torch_analog(
+            pre, w_hh, h0, c0, None if decay is None else decay.detach(), spike, needs_grad)
+    return h_seq, c_last, bits, c_seq, phi_seq, og_seq, pre
+
+
+class FusedAnalogCellLayer(torch.autograd.Function):
+    """A layer of an analog-cell variant (lstm.py, CELLS) over the whole sequence; `rho` is the
+    leaky cell's decay logit (lambda = sigmoid(rho)), None for graded_forget."""
+
+    @staticmethod
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, rho, spike: "SpikeParams", engine: str):
+        decay = torch.sigmoid(rho) if rho is not None else None
+        h_seq, c_last, bits, c_seq, phi_seq, og_seq, sur = _analog_forward(
+            x, h0, c0, w_ih, w_hh, b_ih, b_hh, decay, spike, engine, needs_grad=True)
+        ctx.save_for_backward(sur, bits, c_seq, phi_seq, og_seq, x, h0, c0, w_ih, w_hh, decay)
+        ctx.spike, ctx.engine = spike, engine
+        ctx.has_bias = (b_ih is not None, b_hh is not None)
+        ctx.consumed = False
+        return h_seq, c_last
+
+    @staticmethod
+    def backward(ctx, grad_h_seq, grad_c_last):
+        _backward_once(ctx)
+        sur, bits, c_seq, phi_seq, og_seq, x, h0, c0, w_ih, w_hh, decay = ctx.saved_tensors
+        steps, batch, hidden = bits.shape
+        grad_h_seq = x.new_zeros(steps, batch, hidden) if grad_h_seq is None else grad_h_seq.contiguous()
+        grad_c_last = x.new_zeros(batch, hidden) if grad_c_last is None else grad_c_last.contiguous()
+        xh = _rows_for_weight_grads(x, hidden)
+        loop = compiled_kernels().backward_loop_analog if ctx.engine == "cpp" else _backward_loop_torch_analog
+        dh0, dc0, ds_seq = loop(sur, bits, c_seq, phi_seq, og_seq, grad_h_seq, grad_c_last, h0, c0,
+                                _recurrent_weights_for_backward(w_hh, ctx.spike), xh, x.shape[-1])
+        grad_rho = None
+        if decay is not None and ctx.needs_input_grad[7]:
+            # dL/dlambda = sum over steps and rows of ds_t f_t c_{t-1}; lambda = sigmoid(rho)
+            c_prev = torch.cat([c0.unsqueeze(0), c_seq[:-1]])
+            grad_decay = (ds_seq * _bit(bits, BIT_F, x.dtype) * c_prev).sum(dim=(0, 1))
+            grad_rho = grad_decay * decay * (1 - decay)
+        da = sur.view(steps * batch, -1)  # the loop has turned the surrogates into da
+        return (*_parameter_grads(ctx, da, xh, x, w_ih, w_hh, dh0, dc0), grad_rho, None, None)
 
 
 def spiking_lstm_layer(
@@ -413,6 +543,7 @@ def spiking_lstm_layer(
     check_state: bool = True,
     matmul_dtype: str = "float32",
     return_bits: bool = False,
+    decay_logit: Tensor | None = None,
 ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
     """x [T, B, I], h0 and c0 [B, H] binary -> (h [T, B, H], c_T [B, H]).
     `check_state`: verify that h0 and c0 hold only 0 and 1 (skip for known zeros).
@@ -420,12 +551,19 @@ def spiking_lstm_layer(
     gradient to compute (grad mode off, or no input requires one) nothing is saved
     and no surrogate computed. `return_bits` (without a gradient only) adds the
     loop's own record of the spikes: uint8 [T, B, H], bits BIT_I | BIT_F | BIT_G |
-    BIT_O | BIT_C per unit."""
+    BIT_O | BIT_C per unit (for the analog cells, BIT_C is H(c_t - theta1)). `decay_logit`: the leaky
+    cell's rho [H] (lambda = sigmoid(rho)); the analog cells take c0 in [0, 1]."""
+    analog = spike.cell != "binary"
     if check_state:
-        for name, state in (("h0", h0), ("c0", c0)):
-            if not bool(((state == 0) | (state == 1)).all()):
-                raise ValueError(f"{name} must be binary (0 or 1) for the fused spiking LSTM; use engine='reference'")
-    engine = resolve_engine(engine, x.device, w_ih.dtype)
+        if not bool(((h0 == 0) | (h0 == 1)).all()):
+            raise ValueError("h0 must be binary (0 or 1) for the fused spiking LSTM; use engine='reference'")
+        if not bool(((c0 >= 0) & (c0 <= 1)).all() if analog else ((c0 == 0) | (c0 == 1)).all()):
+            raise ValueError(f"c0 must be {'in [0, 1]' if analog else 'binary (0 or 1)'} for the fused spiking LSTM; "
+                             "use engine='reference'")
+    if analog:
+        engine = _analog_engine(engine, x.device, w_ih.dtype, spike, matmul_dtype)
+    else:
+        engine = resolve_engine(engine, x.device, w_ih.dtype)
     if matmul_dtype == "bfloat16" and x.device.type == "cpu":
         warn_if_bfloat16_is_slow_here()
     x, h0, c0 = (t.to(w_ih.dtype).contiguous() for t in (x, h0, c0))
@@ -433,10 +571,30 @@ def spiking_lstm_layer(
     autocast = torch.is_autocast_enabled(x.device.type)
     with torch.autocast(x.device.type, enabled=False) if autocast else contextlib.nullcontext():
         parameters = (w_ih, w_hh, b_ih, b_hh)
-        needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, h0, c0, *parameters))
+        needs_grad = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (x, h0, c0, *parameters, decay_logit))
         if needs_grad and return_bits:
             raise ValueError("return_bits needs the forward without a gradient: run it under torch.no_grad()")
+        if needs_grad and analog:
+            return FusedAnalogCellLayer.apply(x, h0, c0, *parameters, decay_logit, spike, engine)
         if needs_grad:
             return FusedSpikingLSTMLayer.apply(x, h0, c0, *parameters, spike, engine, matmul_dtype)
-        h_seq, c_last, bits = _layer_forward(x, h0, c0, *parameters, spike, engine, matmul_dtype, needs_grad=False)
+        if analog:
+            decay = None if decay_logit is None else torch.sigmoid(decay_logit)
+            h_seq, c_last, bits, *_ = _analog_forward(x, h0, c0, *parameters, decay, spike, engine, needs_grad=False)
+        else:
+            h_seq, c_last, bits = _layer_forward(x, h0, c0, *parameters, spike, engine, matmul_dtype, needs_grad=False)
         return (h_seq, c_last, bits) if return_bits else (h_seq, c_last)
+
+
+def _analog_engine(engine: str, device: torch.device, dtype: torch.dtype, spike: "SpikeParams", matmul_dtype: str) -> str:
+    """The engine of an analog cell: cpp on a CPU, torch elsewhere (no Triton kernels for them yet);
+    their products are in the parameters' dtype."""
+    if matmul_dtype != "float32":
+        raise ValueError(f"model.cell={spike.cell} computes its products in the parameters' dtype: set "
+                         "model.matmul_dtype=float32")
+    if engine == "triton":
+        raise ValueError(f"model.cell={spike.cell} has no Triton kernels: use engine='auto' (cpp on a CPU, torch "
+                         "on a GPU) or 'torch'")
+    engine = resolve_engine(engine, device, dtype)
+    return "torch" if engine == "triton" else engine  # triton: what auto picks on a GPU

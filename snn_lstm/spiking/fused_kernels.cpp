@@ -256,6 +256,112 @@ void backward_steps(torch::Tensor& sur, torch::Tensor& bits, torch::Tensor& grad
   }
 }
 
+
+// ---------------------------------------------------------------- analog cell
+// The cell variants whose c is a real number in [0, 1] (lstm.py, CELLS); i, g, o and h stay spikes:
+//   phi_t = lambda f_t     (leaky: f a spike, lambda in (0, 1) per unit)
+//         = sigma(a_f)     (graded_forget)
+//   s_t = phi_t c_{t-1} + i_t g_t,   c_t = min(s_t, 1),   h_t = o_t H(c_t - theta1)
+// A step writes c_t, phi_t and og_t = o_t g'(c_t - theta1) (dh_t/dc_t) beside the bits, whose c
+// bit is H(c_t - theta1), and, for the backward, dphi_t/da_f in place of the forget gate's surrogate.
+template <typename scalar_t, int FAMILY, bool GRADED_FORGET, bool SURROGATES>
+void step_forward_analog(scalar_t* __restrict__ a, const scalar_t* __restrict__ c_prev, scalar_t* __restrict__ h,
+                         scalar_t* __restrict__ c, scalar_t* __restrict__ phi_out, scalar_t* __restrict__ og_out,
+                         uint8_t* __restrict__ bits, const scalar_t* __restrict__ lambda, int64_t first, int64_t end,
+                         int64_t hidden, const Params& p) {
+  const scalar_t th1 = p.theta1, th2 = p.theta2;
+  const Surrogate<scalar_t> gate(FAMILY, p.alpha1), candidate(FAMILY, p.alpha2);
+  for (int64_t b = first; b < end; ++b) {
+    scalar_t* __restrict__ ai = a + b * 4 * hidden;
+    scalar_t* __restrict__ af = ai + hidden;
+    scalar_t* __restrict__ ag = ai + 2 * hidden;
+    scalar_t* __restrict__ ao = ai + 3 * hidden;
+    const int64_t row = b * hidden;
+#pragma omp simd
+    for (int64_t j = 0; j < hidden; ++j) {
+      const scalar_t ui = ai[j] - th1, uf = af[j] - th1, ug = ag[j] - th2, uo = ao[j] - th1;
+      const int ib = ui > 0, gb = ug > 0, ob = uo > 0;
+      const scalar_t i = scalar_t(ib), g = scalar_t(gb), o = scalar_t(ob);
+      scalar_t phi, dphi;
+      int fb;
+      if constexpr (GRADED_FORGET) {
+        phi = scalar_t(1) / (scalar_t(1) + exp_vec(-af[j]));
+        dphi = phi * (scalar_t(1) - phi);
+        fb = phi > scalar_t(0.5);  // the record's f bit: the gate keeps more than it drops
+      } else {
+        fb = uf > 0;
+        phi = lambda[j] * scalar_t(fb);
+        dphi = SURROGATES ? lambda[j] * gate.template at<FAMILY>(uf) : scalar_t(0);
+      }
+      const scalar_t s = phi * c_prev[row + j] + i * g;
+      const scalar_t cell = s < scalar_t(1) ? s : scalar_t(1);
+      const scalar_t uc = cell - th1;
+      const int cb = uc > 0;
+      c[row + j] = cell;
+      h[row + j] = o * scalar_t(cb);
+      bits[row + j] = static_cast<uint8_t>(ib | (fb << 1) | (gb << 2) | (ob << 3) | (cb << 4));
+      if constexpr (SURROGATES) {
+        phi_out[row + j] = phi;
+        og_out[row + j] = o * gate.template at<FAMILY>(uc);
+        ai[j] = gate.template at<FAMILY>(ui);
+        af[j] = dphi;
+        ag[j] = candidate.template at<FAMILY>(ug);
+        ao[j] = gate.template at<FAMILY>(uo);
+      }
+    }
+  }
+}
+
+// One step backward of the analog cell:
+//   dL/dh_t = (dL/dh_t from above) + da_{t+1} W_hh
+//   dL/dc_t = og_t dL/dh_t + phi_{t+1} dL/ds_{t+1} (+ dL/dc_T at the last step)
+//   dL/ds_t = dL/dc_t if s_t <= 1, else 0 (the clamp)
+//   da = (ds g, ds c_{t-1}, ds i, dh H(c_t - theta1)) * (G_i, dphi/da_f, G_g, G_o), written over them
+// with ds_t also kept in ds_seq (for dL/dlambda) and h_{t-1} filled into the [x, h_prev, 1] rows.
+template <typename scalar_t, bool FIRST, bool LAST>
+void step_backward_analog(scalar_t* __restrict__ sur_da, const uint8_t* __restrict__ bits,
+                          const uint8_t* __restrict__ bits_prev, const scalar_t* __restrict__ c_prev,
+                          const scalar_t* __restrict__ phi, const scalar_t* __restrict__ phi_next,
+                          const scalar_t* __restrict__ og, const scalar_t* __restrict__ h0,
+                          const scalar_t* __restrict__ grad_h, const scalar_t* __restrict__ dh_rec,
+                          const scalar_t* __restrict__ grad_c_last, scalar_t* __restrict__ ds,
+                          scalar_t* __restrict__ ds_seq, scalar_t* __restrict__ h_prev, int64_t h_prev_stride,
+                          int64_t batch, int64_t hidden) {
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t row = b * hidden;
+    scalar_t* __restrict__ d = sur_da + 4 * row;
+    scalar_t* __restrict__ hp = h_prev + b * h_prev_stride;
+#pragma omp simd
+    for (int64_t j = 0; j < hidden; ++j) {
+      const int here = bits[row + j];
+      const scalar_t i = (here & BIT_I) ? 1 : 0, g = (here & BIT_G) ? 1 : 0;
+      const scalar_t fires = (here & BIT_C) ? 1 : 0;
+      if constexpr (FIRST) {
+        hp[j] = h0[row + j];
+      } else {
+        const int prev = bits_prev[row + j];
+        hp[j] = ((prev & BIT_C) && (prev & BIT_O)) ? 1 : 0;
+      }
+      const scalar_t cp = c_prev[row + j];
+      const scalar_t dh = grad_h[row + j] + dh_rec[row + j];
+      scalar_t dc = og[row + j] * dh;
+      if constexpr (LAST) {
+        dc += grad_c_last[row + j];
+      } else {
+        dc += phi_next[row + j] * ds[row + j];
+      }
+      const scalar_t s = phi[row + j] * cp + i * g;
+      const scalar_t dsv = s <= scalar_t(1) ? dc : scalar_t(0);
+      ds[row + j] = dsv;
+      ds_seq[row + j] = dsv;
+      d[j] *= dsv * g;
+      d[hidden + j] *= dsv * cp;
+      d[2 * hidden + j] *= dsv * i;
+      d[3 * hidden + j] *= dh * fires;
+    }
+  }
+}
+
 }  // namespace
 
 // pre: [T, B, 4H] input projections plus biases; w_rows: W_hh^T [H, 4H], contiguous (the
@@ -350,11 +456,176 @@ std::vector<torch::Tensor> backward_loop(torch::Tensor sur, torch::Tensor bits, 
   return {dh_rec, f0 * ds};
 }
 
+
+// ---------------------------------------------------------------- analog cell loops
+namespace {
+
+template <typename scalar_t>
+void forward_steps_analog(torch::Tensor& pre, const torch::Tensor& w_rows, const torch::Tensor& h0,
+                          const torch::Tensor& c0, const torch::Tensor& lambda, torch::Tensor& h_seq,
+                          torch::Tensor& bits, torch::Tensor& c_seq, torch::Tensor& phi_seq, torch::Tensor& og_seq,
+                          const Params& p, bool graded_forget, bool surrogates) {
+  const int64_t steps = pre.size(0), batch = pre.size(1), hidden = pre.size(2) / 4;
+  scalar_t* const pre_p = pre.data_ptr<scalar_t>();
+  scalar_t* const h_seq_p = h_seq.data_ptr<scalar_t>();
+  uint8_t* const bits_p = bits.data_ptr<uint8_t>();
+  scalar_t* const c_p = c_seq.data_ptr<scalar_t>();
+  scalar_t* const phi_p = surrogates ? phi_seq.data_ptr<scalar_t>() : nullptr;
+  scalar_t* const og_p = surrogates ? og_seq.data_ptr<scalar_t>() : nullptr;
+  const scalar_t* w_p = w_rows.data_ptr<scalar_t>();
+  const scalar_t* lam_p = lambda.numel() ? lambda.data_ptr<scalar_t>() : nullptr;
+  const scalar_t* h_prev = h0.data_ptr<scalar_t>();
+  const scalar_t* c_prev = c0.data_ptr<scalar_t>();
+  const int64_t plane = batch * hidden;
+  for (int64_t t = 0; t < steps; ++t) {
+    scalar_t* ap = pre_p + t * 4 * plane;
+    const bool sparse = sparse_enough(h_prev, batch, hidden);
+    if (!sparse) {
+      pre[t].addmm_(torch::from_blob(const_cast<scalar_t*>(h_prev), {batch, hidden}, pre.options()), w_rows);
+    }
+    scalar_t* cn = c_p + (surrogates ? t : t % 2) * plane;
+    scalar_t* hp = h_seq_p + t * plane;
+    scalar_t* phip = surrogates ? phi_p + t * plane : nullptr;
+    scalar_t* ogp = surrogates ? og_p + t * plane : nullptr;
+    uint8_t* bp = bits_p + t * plane;
+    at::parallel_for(0, batch, ROWS_PER_THREAD, [&](int64_t first, int64_t end) {
+      if (sparse) add_spike_rows(ap, h_prev, w_p, first, end, hidden);
+#define SNNLSTM_ANALOG(FAM, GRADED, SUR) \
+  step_forward_analog<scalar_t, FAM, GRADED, SUR>(ap, c_prev, hp, cn, phip, ogp, bp, lam_p, first, end, hidden, p)
+      if (!surrogates) {
+        if (graded_forget) SNNLSTM_ANALOG(GAUSSIAN, true, false);
+        else SNNLSTM_ANALOG(GAUSSIAN, false, false);
+        return;
+      }
+      switch (p.family * 2 + (graded_forget ? 1 : 0)) {
+        case GAUSSIAN * 2: SNNLSTM_ANALOG(GAUSSIAN, false, true); break;
+        case GAUSSIAN * 2 + 1: SNNLSTM_ANALOG(GAUSSIAN, true, true); break;
+        case PIECEWISE_LINEAR * 2: SNNLSTM_ANALOG(PIECEWISE_LINEAR, false, true); break;
+        case PIECEWISE_LINEAR * 2 + 1: SNNLSTM_ANALOG(PIECEWISE_LINEAR, true, true); break;
+        case FAST_SIGMOID * 2: SNNLSTM_ANALOG(FAST_SIGMOID, false, true); break;
+        case FAST_SIGMOID * 2 + 1: SNNLSTM_ANALOG(FAST_SIGMOID, true, true); break;
+        case ATAN * 2: SNNLSTM_ANALOG(ATAN, false, true); break;
+        case ATAN * 2 + 1: SNNLSTM_ANALOG(ATAN, true, true); break;
+        case STRAIGHT_THROUGH * 2: SNNLSTM_ANALOG(STRAIGHT_THROUGH, false, true); break;
+        default: SNNLSTM_ANALOG(STRAIGHT_THROUGH, true, true); break;
+      }
+#undef SNNLSTM_ANALOG
+    });
+    c_prev = cn;
+    h_prev = hp;
+  }
+}
+
+template <typename scalar_t>
+void backward_steps_analog(torch::Tensor& sur, const torch::Tensor& bits, const torch::Tensor& c_seq,
+                           const torch::Tensor& phi_seq, const torch::Tensor& og_seq, const torch::Tensor& grad_h,
+                           const torch::Tensor& grad_c_last, const torch::Tensor& h0, const torch::Tensor& c0,
+                           const torch::Tensor& w_hh, torch::Tensor& xh, int64_t input_size, torch::Tensor& ds,
+                           torch::Tensor& ds_seq, torch::Tensor& dh_rec) {
+  const int64_t steps = sur.size(0), batch = sur.size(1), hidden = sur.size(2) / 4;
+  const int64_t stride = batch * hidden, xh_row = xh.size(2);
+  const bool mixed = w_hh.scalar_type() != sur.scalar_type();
+  const uint8_t* bits_p = bits.data_ptr<uint8_t>();
+  scalar_t* sur_p = sur.data_ptr<scalar_t>();
+  const scalar_t* c_p = c_seq.data_ptr<scalar_t>();
+  const scalar_t* phi_p = phi_seq.data_ptr<scalar_t>();
+  const scalar_t* og_p = og_seq.data_ptr<scalar_t>();
+  const scalar_t* gh = grad_h.data_ptr<scalar_t>();
+  const scalar_t* gc = grad_c_last.data_ptr<scalar_t>();
+  const scalar_t* h0p = h0.data_ptr<scalar_t>();
+  const scalar_t* c0p = c0.data_ptr<scalar_t>();
+  scalar_t* hp = xh.data_ptr<scalar_t>() + input_size;
+  scalar_t* dsp = ds.data_ptr<scalar_t>();
+  scalar_t* dss = ds_seq.data_ptr<scalar_t>();
+  scalar_t* dhr = dh_rec.data_ptr<scalar_t>();
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    const uint8_t* here = bits_p + t * stride;
+    const uint8_t* prev = bits_p + (t - 1) * stride;  // not read at the first step
+    const scalar_t* c_prev = t == 0 ? c0p : c_p + (t - 1) * stride;
+    const scalar_t* phi_next = phi_p + (t + 1) * stride;  // not read at the last step
+    scalar_t* d = sur_p + t * 4 * stride;
+    scalar_t* h = hp + t * batch * xh_row;
+    const bool first = t == 0, last = t == steps - 1;
+#define SNNLSTM_STEP(F, L)                                                                                          \
+  step_backward_analog<scalar_t, F, L>(d, here, prev, c_prev, phi_p + t * stride, phi_next, og_p + t * stride, h0p, \
+                                       gh + t * stride, dhr, gc, dsp, dss + t * stride, h, xh_row, batch, hidden)
+    if (first && last) SNNLSTM_STEP(true, true);
+    else if (first) SNNLSTM_STEP(true, false);
+    else if (last) SNNLSTM_STEP(false, true);
+    else SNNLSTM_STEP(false, false);
+#undef SNNLSTM_STEP
+    if (mixed) {
+      dh_rec.copy_(torch::mm(sur[t].to(w_hh.scalar_type()), w_hh));
+    } else {
+      torch::mm_out(dh_rec, sur[t], w_hh);
+    }
+  }
+}
+
+}  // namespace
+
+// The analog cell's forward loop (step_forward_analog): as forward_loop, with lambda [H] the leaky
+// cell's per-unit decay (empty for graded_forget). Returns (h [T, B, H], bits, c_T, and with
+// `surrogates` c [T, B, H], phi [T, B, H] and og [T, B, H] for the backward, else empty tensors).
+std::vector<torch::Tensor> forward_loop_analog(torch::Tensor pre, torch::Tensor w_rows, torch::Tensor h0,
+                                               torch::Tensor c0, torch::Tensor lambda, double theta1, double theta2,
+                                               int64_t family, double alpha1, double alpha2, bool graded_forget,
+                                               bool surrogates) {
+  TORCH_CHECK(pre.is_contiguous() && pre.dim() == 3, "pre must be a contiguous [T, B, 4H] tensor");
+  TORCH_CHECK(family >= 0 && family <= 4, "unknown surrogate family");
+  TORCH_CHECK(w_rows.is_contiguous() && w_rows.scalar_type() == pre.scalar_type(),
+              "w_rows must be W_hh^T, contiguous, in the dtype of pre");
+  const int64_t steps = pre.size(0), batch = pre.size(1), hidden = pre.size(2) / 4;
+  TORCH_CHECK(graded_forget || lambda.numel() == hidden, "the leaky cell needs lambda [H]");
+  auto h_seq = torch::empty({steps, batch, hidden}, pre.options());
+  auto bits = torch::empty({steps, batch, hidden}, pre.options().dtype(torch::kUInt8));
+  // without surrogates only the running c is kept: two planes used in turn
+  auto c_seq = torch::empty({surrogates ? steps : 2, batch, hidden}, pre.options());
+  auto phi_seq = torch::empty({surrogates ? steps : 0, batch, hidden}, pre.options());
+  auto og_seq = torch::empty({surrogates ? steps : 0, batch, hidden}, pre.options());
+  auto lam = lambda.contiguous();
+  auto h_start = h0.contiguous(), c_start = c0.contiguous();
+  const Params p{theta1, theta2, alpha1, alpha2, static_cast<int>(family)};
+  AT_DISPATCH_FLOATING_TYPES(pre.scalar_type(), "snnlstm_forward_loop_analog", [&] {
+    forward_steps_analog<scalar_t>(pre, w_rows, h_start, c_start, lam, h_seq, bits, c_seq, phi_seq, og_seq, p,
+                                   graded_forget, surrogates);
+  });
+  auto c_last = surrogates ? c_seq[steps - 1] : c_seq[(steps - 1) % 2].clone();
+  return {h_seq, bits, c_last, c_seq, phi_seq, og_seq};
+}
+
+// The analog cell's reverse-time loop. sur: [T, B, 4H] (G_i, dphi/da_f, G_g, G_o), overwritten
+// with da; c_seq, phi_seq, og_seq: the forward's; xh: the [x_t, h_{t-1}, 1] rows whose h columns
+// this fills. Returns (dL/dh_0, dL/dc_0, ds [T, B, H]).
+std::vector<torch::Tensor> backward_loop_analog(torch::Tensor sur, torch::Tensor bits, torch::Tensor c_seq,
+                                                torch::Tensor phi_seq, torch::Tensor og_seq, torch::Tensor grad_h,
+                                                torch::Tensor grad_c_last, torch::Tensor h0, torch::Tensor c0,
+                                                torch::Tensor w_hh, torch::Tensor xh, int64_t input_size) {
+  TORCH_CHECK(sur.is_contiguous() && bits.is_contiguous() && xh.is_contiguous() && c_seq.is_contiguous() &&
+              phi_seq.is_contiguous() && og_seq.is_contiguous(), "tensors must be contiguous");
+  const int64_t steps = sur.size(0), batch = sur.size(1), hidden = sur.size(2) / 4;
+  TORCH_CHECK(xh.size(2) == input_size + hidden + 1, "xh must be [T, B, I + H + 1]");
+  auto ds = torch::zeros({batch, hidden}, sur.options());
+  auto ds_seq = torch::empty({steps, batch, hidden}, sur.options());
+  auto dh_rec = torch::zeros({batch, hidden}, sur.options());
+  auto h0c = h0.contiguous(), c0c = c0.contiguous(), grad_hc = grad_h.contiguous(), grad_cc = grad_c_last.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(sur.scalar_type(), "snnlstm_backward_loop_analog", [&] {
+    backward_steps_analog<scalar_t>(sur, bits, c_seq, phi_seq, og_seq, grad_hc, grad_cc, h0c, c0c, w_hh, xh,
+                                    input_size, ds, ds_seq, dh_rec);
+  });
+  // dL/dc_0 = phi_0 dL/ds_0
+  return {dh_rec, phi_seq[0] * ds, ds_seq};
+}
+
 // The loops run for the whole sequence touching no Python object: other Python
 // threads (data loading, a tracker's upload) run meanwhile.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward_loop", &forward_loop, "spiking LSTM layer: forward time loop",
         pybind11::call_guard<pybind11::gil_scoped_release>());
   m.def("backward_loop", &backward_loop, "spiking LSTM layer: backward time loop",
+        pybind11::call_guard<pybind11::gil_scoped_release>());
+  m.def("forward_loop_analog", &forward_loop_analog, "spiking LSTM layer with an analog cell: forward time loop",
+        pybind11::call_guard<pybind11::gil_scoped_release>());
+  m.def("backward_loop_analog", &backward_loop_analog, "spiking LSTM layer with an analog cell: backward time loop",
         pybind11::call_guard<pybind11::gil_scoped_release>());
 }

@@ -29,6 +29,17 @@ step by g_alpha1(s_t - theta1) <= 1/sqrt(pi alpha1) (0.28 for the Gaussian of wi
 not overwritten (s_t <= 1), as an LSTM's cell does with f = 1. Between the two,
 clamp with gamma < 1 keeps gamma^k of the error k steps back through a held bit.
 
+``recurrent_grad_scale`` beta multiplies the error through the recurrent spikes,
+dL/dh_{t-1} += beta da_t W_hh (1 by default: exact BPTT; the forward is the same for every beta).
+
+``cell`` = leaky or graded_forget (beyond the paper) keeps c real in [0, 1]; i, g, o, h stay spikes:
+
+    phi_t = lambda f_t (leaky; lambda = sigmoid(rho) per unit)   or   sigma(a_f) (graded_forget)
+    s_t = phi_t c_{t-1} + i_t g_t,   c_t = min(s_t, 1),   h_t = o_t H(c_t - theta1)
+
+differentiated exactly but for the spikes' surrogates (dc_t/ds_t = 1[s_t <= 1], dh_t/dc_t =
+o_t g_alpha1(c_t - theta1)), so a cell's error fades back in time exactly as its value does.
+
 Layout is time-major like nn.LSTM: input [T, B, I], output [T, B, H] and the
 final state (h_n, c_n), each [num_layers, B, H].
 """
@@ -47,6 +58,8 @@ from snn_lstm.spiking.fused import BIT_C, BIT_F, BIT_G, BIT_I, BIT_O, MATMUL_DTY
 from snn_lstm.spiking.surrogate import Surrogate
 
 CELL_GRADS = ("straight_through", "surrogate", "clamp")
+# "binary": the paper's cell; the others keep a real-valued c in [0, 1] (module docstring)
+CELLS = ("binary", "leaky", "graded_forget")
 INITS = ("he", "normal", "pytorch")
 # "reference": the step function under autograd, one graph node per op and step;
 # the others run one fused autograd function per layer (fused.py).
@@ -63,6 +76,8 @@ class SpikeParams:
     candidate: Surrogate  # g
     cell_grad: str
     cell_grad_scale: float = 1.0  # gamma: dc/ds times gamma
+    recurrent_grad_scale: float = 1.0  # beta: the error through h_{t-1} -> a_t times beta
+    cell: str = "binary"
 
     def __post_init__(self):
         for name in ("theta1", "theta2"):
@@ -77,6 +92,14 @@ class SpikeParams:
         scale = self.cell_grad_scale
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (math.isfinite(scale) and scale > 0):
             raise UserError(f"model.cell_grad_scale must be a positive number, got {scale!r}")
+        if self.cell not in CELLS:
+            raise UserError(f"model.cell must be one of {', '.join(CELLS)}, got '{self.cell}'")
+        if self.cell != "binary" and self.cell_grad_scale != 1.0:
+            raise UserError(f"model.cell_grad_scale applies to the binary cell; model.cell={self.cell} differentiates "
+                            "min(s, 1) exactly: set model.cell_grad_scale=1.0")
+        beta = self.recurrent_grad_scale
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (math.isfinite(beta) and 0.0 <= beta <= 1.0):
+            raise UserError(f"model.recurrent_grad_scale must lie in [0, 1], got {beta!r}")
 
 
 def spiking_lstm_step(
@@ -88,14 +111,26 @@ def spiking_lstm_step(
     bias_ih: Tensor | None,
     bias_hh: Tensor | None,
     p: SpikeParams,
+    decay: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor, Tensor, Tensor]]:
-    """One time step; returns (h_t, c_t, (i_t, f_t, g_t, o_t))."""
+    """One time step; returns (h_t, c_t, (i_t, f_t, g_t, o_t)). `decay`: the leaky cell's lambda [H].
+    For graded_forget the f returned is H(a_f), the record's bit (phi = sigma(a_f) > 1/2)."""
+    if p.recurrent_grad_scale != 1.0:
+        h = h.detach() + p.recurrent_grad_scale * (h - h.detach())  # the same values, beta dL/dh_{t-1}
     a = F.linear(x, weight_ih, bias_ih) + F.linear(h, weight_hh, bias_hh)
     a_i, a_f, a_g, a_o = a.chunk(4, dim=-1)
     i = p.gate(a_i - p.theta1)
     f = p.gate(a_f - p.theta1)
     g = p.candidate(a_g - p.theta2)
     o = p.gate(a_o - p.theta1)
+    if p.cell != "binary":
+        if p.cell == "leaky" and decay is None:
+            raise ValueError("the leaky cell's step needs its decay lambda [H]: pass decay=torch.sigmoid(decay_logit)")
+        phi = decay * f if p.cell == "leaky" else torch.sigmoid(a_f)
+        s = phi * c + i * g
+        c_new = s - F.relu(s - 1.0)  # min(s, 1), derivative 1 for s <= 1
+        f_bit = f if p.cell == "leaky" else (a_f > 0).to(a_f.dtype)
+        return o * p.gate(c_new - p.theta1), c_new, (i, f_bit, g, o)
     s = f * c + i * g
     if p.cell_grad == "straight_through":
         # Value min(s, 1), derivative 1: the clamp's correction carries no gradient.
@@ -175,11 +210,23 @@ def set_forget_bias_(bias_ih: Tensor, bias_hh: Tensor, hidden_size: int, forget_
             bias_hh[forget] = 0.0
 
 
+def leaky_decay_logits(hidden_size: int, decay_steps: int, **factory) -> Tensor:
+    """rho of the leaky cell's lambda = sigmoid(rho), spread over time scales: lambda = exp(-1 / tau)
+    with tau ~ log U(1, decay_steps), so a lone write fades below theta1 after about 2.3 tau steps."""
+    if isinstance(decay_steps, bool) or not isinstance(decay_steps, int) or decay_steps < 2:
+        raise UserError(f"model.decay_steps must be an integer of at least 2 (the longest time scale, in steps), "
+                        f"got {decay_steps}")
+    tau = torch.empty(hidden_size, **factory).uniform_(0.0, math.log(decay_steps)).exp_()
+    decay = torch.exp(-1.0 / tau)
+    return torch.log(decay) - torch.log1p(-decay)
+
+
 def spike_params(theta1: float = 0.1, theta2: float = 0.1, surrogate: str = "gaussian", alpha1: float = 4.0,
-                 alpha2: float = 0.3, cell_grad: str = "surrogate", cell_grad_scale: float = 1.0) -> SpikeParams:
+                 alpha2: float = 0.3, cell_grad: str = "surrogate", cell_grad_scale: float = 1.0,
+                 recurrent_grad_scale: float = 1.0, cell: str = "binary") -> SpikeParams:
     """The spiking options of a cell or layer as one SpikeParams (both gates' surrogates of one family)."""
     return SpikeParams(theta1, theta2, Surrogate(surrogate, alpha1), Surrogate(surrogate, alpha2), cell_grad,
-                       cell_grad_scale)
+                       cell_grad_scale, recurrent_grad_scale, cell)
 
 
 SPIKING_OPTIONS_DOC = """
@@ -194,6 +241,11 @@ SPIKING_OPTIONS_DOC = """
                     straight_through (1, the authors' code) or clamp (1 for s <= 1, 0 for s = 2)
         cell_grad_scale  gamma > 0: dc/ds times gamma (1.0; clamp with gamma < 1 lets a held
                     bit's error fade as gamma^k over k steps, instead of passing it whole)
+        recurrent_grad_scale  beta in [0, 1]: the error through the recurrent spikes h_{t-1} -> a_t
+                    times beta in the backward (1.0: exact BPTT; 0: the error reaches earlier
+                    steps through the cell only)
+        cell        binary (the paper's), leaky or graded_forget (a real-valued cell; module docstring)
+        decay_steps the leaky cell's longest initial time scale: lambda = exp(-1/tau), tau ~ log U(1, T) (784)
         init        he (N(0, 2/(I+H)), zero biases; the authors' code), normal (N(0, 1)), pytorch
         forget_bias   b_f at the start (0.0: the init's; needs bias=True), see set_forget_bias_
         chrono_steps  None, or T: chrono init b_f ~ log U(1, T - 1), b_i = -b_f
@@ -211,14 +263,18 @@ class SpikingLSTMCell(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None, *,
                  theta1: float = 0.1, theta2: float = 0.1, surrogate: str = "gaussian", alpha1: float = 4.0,
-                 alpha2: float = 0.3, cell_grad: str = "surrogate", cell_grad_scale: float = 1.0, init: str = "he",
+                 alpha2: float = 0.3, cell_grad: str = "surrogate", cell_grad_scale: float = 1.0,
+                 recurrent_grad_scale: float = 1.0, cell: str = "binary", decay_steps: int = 784, init: str = "he",
                  forget_bias: float = 0.0, chrono_steps: int | None = None):
         super().__init__()
         _check_sizes(input_size, hidden_size, 1)
         _check_flag("bias", bias)
         factory = {"device": device, "dtype": dtype}
         self.input_size, self.hidden_size = input_size, hidden_size
-        self.spike = spike_params(theta1, theta2, surrogate, alpha1, alpha2, cell_grad, cell_grad_scale)
+        self.spike = spike_params(theta1, theta2, surrogate, alpha1, alpha2, cell_grad, cell_grad_scale,
+                                  recurrent_grad_scale, cell)
+        self.decay_logit = (nn.Parameter(leaky_decay_logits(hidden_size, decay_steps, **factory))
+                            if cell == "leaky" else None)
         self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size, **factory))
         self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size, **factory))
         self.bias_ih = nn.Parameter(torch.empty(4 * hidden_size, **factory)) if bias else None
@@ -237,7 +293,9 @@ class SpikingLSTMCell(nn.Module):
         if hx is None:
             zeros = input.new_zeros(input.shape[0], self.hidden_size)
             hx = (zeros, zeros)
-        h, c, _ = spiking_lstm_step(input, *hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.spike)
+        decay = None if self.decay_logit is None else torch.sigmoid(self.decay_logit)
+        h, c, _ = spiking_lstm_step(input, *hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.spike,
+                                    decay)
         return (h.squeeze(0), c.squeeze(0)) if unbatched else (h, c)
 
     def extra_repr(self) -> str:
@@ -253,7 +311,8 @@ class SpikingLSTM(nn.Module):
     forward(input, hx=(h_0, c_0) or None) -> (output, (h_n, c_n)):
         input   [T, B, I] ([B, T, I] with batch_first), or unbatched [T, I]
         output  [T, B, H] ([B, T, H]), or [T, H]: the spikes h_t of the last layer
-        h_n, c_n  [num_layers, B, H], or [num_layers, H]; h_0 and c_0 must be binary
+        h_n, c_n  [num_layers, B, H], or [num_layers, H]; h_0 must be binary, c_0 binary
+                  (cell=binary) or in [0, 1] (the analog cells)
     Layer l > 0 takes layer l-1's spikes as input (with `dropout` between layers in
     training, as nn.LSTM). Parameters are named like nn.LSTM's (weight_ih_l0, ...), so
     ``slstm.load_state_dict(lstm.state_dict())`` copies a trained LSTM in.
@@ -267,7 +326,8 @@ class SpikingLSTM(nn.Module):
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0,
                  device=None, dtype=None, *, theta1: float = 0.1, theta2: float = 0.1, surrogate: str = "gaussian",
                  alpha1: float = 4.0, alpha2: float = 0.3, cell_grad: str = "surrogate", cell_grad_scale: float = 1.0,
-                 init: str = "he", forget_bias: float = 0.0, chrono_steps: int | None = None, engine: str = "auto",
+                 recurrent_grad_scale: float = 1.0, cell: str = "binary", decay_steps: int = 784, init: str = "he",
+                 forget_bias: float = 0.0, chrono_steps: int | None = None, engine: str = "auto",
                  matmul_dtype: str = "float32"):
         super().__init__()
         _check_sizes(input_size, hidden_size, num_layers)
@@ -284,11 +344,18 @@ class SpikingLSTM(nn.Module):
         if engine == "reference" and matmul_dtype != "float32":
             raise UserError(f"model.engine=reference has no {matmul_dtype} products: set model.matmul_dtype=float32 "
                             "or a fused engine (model.engine=auto)")
+        if cell != "binary" and engine == "triton":
+            raise UserError(f"model.cell={cell} has no Triton kernels: set model.engine=auto (cpp on a CPU, torch on "
+                            "a GPU) or torch")
+        if cell != "binary" and matmul_dtype != "float32":
+            raise UserError(f"model.cell={cell} computes its products in the parameters' dtype: set "
+                            "model.matmul_dtype=float32")
         self.engine = engine
         self.matmul_dtype = matmul_dtype
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.batch_first, self.dropout = batch_first, float(dropout)
-        self.spike = spike_params(theta1, theta2, surrogate, alpha1, alpha2, cell_grad, cell_grad_scale)
+        self.spike = spike_params(theta1, theta2, surrogate, alpha1, alpha2, cell_grad, cell_grad_scale,
+                                  recurrent_grad_scale, cell)
         self.bias = bias
         factory = {"device": device, "dtype": dtype}
         for layer in range(num_layers):
@@ -304,6 +371,12 @@ class SpikingLSTM(nn.Module):
                 setattr(self, f"bias_hh_l{layer}", biases[1])
             init_lstm_parameters_([w_ih, w_hh], biases, layer_in, hidden_size, init)
             _start_forget_gate(biases, hidden_size, forget_bias, chrono_steps)
+            if cell == "leaky":
+                setattr(self, f"decay_logit_l{layer}", nn.Parameter(leaky_decay_logits(hidden_size, decay_steps, **factory)))
+
+    def layer_decay_logit(self, layer: int) -> Tensor | None:
+        """The leaky cell's rho of a layer (lambda = sigmoid(rho)), None for the other cells."""
+        return getattr(self, f"decay_logit_l{layer}", None)
 
     def layer_parameters(self, layer: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         get = lambda name: getattr(self, f"{name}_l{layer}", None)  # noqa: E731
@@ -349,12 +422,15 @@ class SpikingLSTM(nn.Module):
             if layer > 0 and self.dropout > 0 and self.training:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
             params = self.layer_parameters(layer)
+            decay_logit = self.layer_decay_logit(layer)
             if self.engine == "reference":
-                layer_input, c, bits = self._reference_layer(layer_input, h0[layer], c0[layer], params, record)
+                decay = None if decay_logit is None else torch.sigmoid(decay_logit)
+                layer_input, c, bits = self._reference_layer(layer_input, h0[layer], c0[layer], params, decay, record)
             else:
                 result = spiking_lstm_layer(
                     layer_input, h0[layer], c0[layer], *params, self.spike, self.engine,
                     check_state=given_state, matmul_dtype=self.matmul_dtype, return_bits=record,
+                    decay_logit=decay_logit,
                 )
                 layer_input, c, bits = result if record else (*result, None)
             if record:
@@ -366,13 +442,13 @@ class SpikingLSTM(nn.Module):
             return layer_input.squeeze(1), tuple(s.squeeze(1) for s in state), records
         return (layer_input.transpose(0, 1) if self.batch_first else layer_input), state, records
 
-    def _reference_layer(self, x: Tensor, h: Tensor, c: Tensor, params, record: bool):
+    def _reference_layer(self, x: Tensor, h: Tensor, c: Tensor, params, decay: Tensor | None, record: bool):
         outputs, steps = [], []
         for x_t in x.unbind(0):
-            h, c, gates = spiking_lstm_step(x_t, h, c, *params, self.spike)
+            h, c, gates = spiking_lstm_step(x_t, h, c, *params, self.spike, decay)
             outputs.append(h)
             if record:
-                steps.append(pack_spikes(*gates, c))
+                steps.append(pack_spikes(*gates, c > self.spike.theta1))
         return torch.stack(outputs), c, torch.stack(steps) if record else None
 
     def extra_repr(self) -> str:
@@ -383,7 +459,8 @@ class SpikingLSTM(nn.Module):
 
 def _spike_repr(p: SpikeParams) -> str:
     return (f"theta1={p.theta1}, theta2={p.theta2}, surrogate={p.gate.name}, alpha1={p.gate.width}, "
-            f"alpha2={p.candidate.width}, cell_grad={p.cell_grad}, cell_grad_scale={p.cell_grad_scale}")
+            f"alpha2={p.candidate.width}, cell_grad={p.cell_grad}, cell_grad_scale={p.cell_grad_scale}, "
+            f"recurrent_grad_scale={p.recurrent_grad_scale}, cell={p.cell}")
 
 
 def _start_forget_gate(biases: list[Tensor], hidden_size: int, forget_bias: float, chrono_steps: int | None) -> None:
