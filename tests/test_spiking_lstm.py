@@ -415,3 +415,20 @@ def test_analog_cells_refuse_what_they_do_not_run():
                                decay_logit=layer.decay_logit_l0, **kwargs)
     with pytest.raises(ValueError, match=r"c0 must be in \[0, 1\]"):
         SpikingLSTM(2, 3, cell="graded_forget")(x, (torch.zeros(1, 2, 3), torch.full((1, 2, 3), 1.5)))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.engine=triton"], "the triton engine runs on CUDA GPUs"),
+    (["model.cell=leaky", "model.engine=triton"], "no Triton kernels"),
+    (["model.cell=graded_forget", "model.matmul_dtype=bfloat16"], "matmul_dtype=float32"),
+    (["model.cell=leaky", "model.cell_grad_scale=0.5"], "applies to the binary cell"),
+])
+def test_an_engine_or_cell_this_machine_cannot_run_is_one_line(tmp_path, monkeypatch, overrides, message):
+    """Options each valid alone that do not go together here: exit 2 and one line, not an internal error."""
+    from conftest import run_verb
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # as on a machine without a GPU
+    outcome = run_verb(["train", "trainer=smoke", "tracking=none", f"paths.run_dir={tmp_path}", *overrides], tmp_path)
+    assert outcome.code == 2 and len(outcome.lines) == 1, outcome.stderr[-2000:]
+    assert outcome.lines[0].startswith("snnlstm train: error: ") and message in outcome.lines[0]
+    assert not (tmp_path / "sine").exists() or not any((tmp_path / "sine").rglob("*.pt"))

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from snn_lstm.errors import UserError
 from snn_lstm.spiking.surrogate import FAMILY_IDS
 
 if TYPE_CHECKING:
@@ -147,18 +148,19 @@ def resolve_engine(engine: str, device: torch.device, dtype: torch.dtype = torch
         if device.type == "cuda" and compiled_dtype and triton_kernels() is not None:
             return "triton"
         return "torch"
+    # engine and device or dtype that do not go together: the user's choice (UserError is a ValueError)
     if engine in ("cpp", "triton") and not compiled_dtype:
-        raise ValueError(f"the {engine} engine computes in float32 or float64, not {dtype}: use engine='auto' or "
-                         "'torch' for this model, or keep its parameters in float32 and set matmul_dtype")
+        raise UserError(f"the {engine} engine computes in float32 or float64, not {dtype}: use engine='auto' or "
+                        "'torch' for this model, or keep its parameters in float32 and set matmul_dtype")
     if engine == "cpp":
         if device.type != "cpu":
-            raise ValueError("the cpp engine runs on the CPU only; use engine='auto', 'triton' or 'torch'")
+            raise UserError("the cpp engine runs on the CPU only; use engine='auto', 'triton' or 'torch'")
         if compiled_kernels() is None:
             raise RuntimeError("the fused C++ kernels could not be built here; use engine='torch'")
     if engine == "triton":
         if not (device.type == "cuda" or (device.type == "cpu" and triton_interpreted())):
-            raise ValueError("the triton engine runs on CUDA GPUs (on the CPU only under TRITON_INTERPRET=1, for "
-                             "checks); use engine='auto'")
+            raise UserError("the triton engine runs on CUDA GPUs (on the CPU only under TRITON_INTERPRET=1, for "
+                            "checks); use engine='auto'")
         if triton_kernels() is None:
             raise RuntimeError("Triton is not installed here; use engine='torch'")
     return engine
@@ -591,10 +593,10 @@ def _analog_engine(engine: str, device: torch.device, dtype: torch.dtype, spike:
     """The engine of an analog cell: cpp on a CPU, torch elsewhere (no Triton kernels for them yet);
     their products are in the parameters' dtype."""
     if matmul_dtype != "float32":
-        raise ValueError(f"model.cell={spike.cell} computes its products in the parameters' dtype: set "
-                         "model.matmul_dtype=float32")
+        raise UserError(f"model.cell={spike.cell} computes its products in the parameters' dtype: set "
+                        "model.matmul_dtype=float32")
     if engine == "triton":
-        raise ValueError(f"model.cell={spike.cell} has no Triton kernels: use engine='auto' (cpp on a CPU, torch "
-                         "on a GPU) or 'torch'")
+        raise UserError(f"model.cell={spike.cell} has no Triton kernels: use engine='auto' (cpp on a CPU, torch "
+                        "on a GPU) or 'torch'")
     engine = resolve_engine(engine, device, dtype)
     return "torch" if engine == "triton" else engine  # triton: what auto picks on a GPU
