@@ -298,10 +298,11 @@ def _forward_loop_torch_analog(pre: Tensor, w_hh: Tensor, h0: Tensor, c0: Tensor
     bits = torch.empty(steps, batch, hidden, dtype=torch.uint8, device=pre.device)
     c_seq = pre.new_empty(steps if surrogates else 0, batch, hidden)
     phi_seq, og_seq = torch.empty_like(c_seq), torch.empty_like(c_seq)
+    thresholds = pre.new_tensor([spike.theta1, spike.theta1, spike.theta2, spike.theta1]).view(4, 1)
     h, c = h0, c0
     for t in range(steps):
         a = _add_product(pre[t], h, w_hh.t()).view(batch, 4, hidden)
-        u = a - a.new_tensor([spike.theta1, spike.theta1, spike.theta2, spike.theta1]).view(4, 1)
+        u = a - thresholds
         i, f, g, o = (u > 0).to(pre.dtype).unbind(1)
         if spike.cell == "graded_forget":
             phi = torch.sigmoid(a[:, 1])

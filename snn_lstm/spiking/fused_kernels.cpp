@@ -524,7 +524,6 @@ void backward_steps_analog(torch::Tensor& sur, const torch::Tensor& bits, const 
                            torch::Tensor& ds_seq, torch::Tensor& dh_rec) {
   const int64_t steps = sur.size(0), batch = sur.size(1), hidden = sur.size(2) / 4;
   const int64_t stride = batch * hidden, xh_row = xh.size(2);
-  const bool mixed = w_hh.scalar_type() != sur.scalar_type();
   const uint8_t* bits_p = bits.data_ptr<uint8_t>();
   scalar_t* sur_p = sur.data_ptr<scalar_t>();
   const scalar_t* c_p = c_seq.data_ptr<scalar_t>();
@@ -554,11 +553,7 @@ void backward_steps_analog(torch::Tensor& sur, const torch::Tensor& bits, const 
     else if (last) SNNLSTM_STEP(false, true);
     else SNNLSTM_STEP(false, false);
 #undef SNNLSTM_STEP
-    if (mixed) {
-      dh_rec.copy_(torch::mm(sur[t].to(w_hh.scalar_type()), w_hh));
-    } else {
-      torch::mm_out(dh_rec, sur[t], w_hh);
-    }
+    torch::mm_out(dh_rec, sur[t], w_hh);
   }
 }
 
@@ -601,6 +596,7 @@ std::vector<torch::Tensor> backward_loop_analog(torch::Tensor sur, torch::Tensor
                                                 torch::Tensor phi_seq, torch::Tensor og_seq, torch::Tensor grad_h,
                                                 torch::Tensor grad_c_last, torch::Tensor h0, torch::Tensor c0,
                                                 torch::Tensor w_hh, torch::Tensor xh, int64_t input_size) {
+  TORCH_CHECK(w_hh.scalar_type() == sur.scalar_type(), "w_hh must be in the dtype of sur (float32 products)");
   TORCH_CHECK(sur.is_contiguous() && bits.is_contiguous() && xh.is_contiguous() && c_seq.is_contiguous() &&
               phi_seq.is_contiguous() && og_seq.is_contiguous(), "tensors must be contiguous");
   const int64_t steps = sur.size(0), batch = sur.size(1), hidden = sur.size(2) / 4;
