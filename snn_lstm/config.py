@@ -291,6 +291,7 @@ class SpikingLSTMConfig:
     cell_grad_scale: float = 1.0  # gamma: dc/ds times gamma (clamp with gamma < 1: a held bit's error fades as gamma^k)
     recurrent_grad_scale: float = 1.0  # beta: the error through the recurrent spikes h_{t-1} -> a_t times beta
     cell: str = "binary"  # the paper's; leaky or graded_forget: a real-valued cell (docs/model.md)
+    write_scale: float = 1.0  # w in (0, 1]: what a write adds to an analog cell (1: sets it to 1)
     decay_steps: int = 784  # the leaky cell's longest initial time scale
     init: str = "he"
     forget_bias: float = 0.0  # b_f at the start (0: the init's)
@@ -300,7 +301,7 @@ class SpikingLSTMConfig:
     DOMAINS: ClassVar = {"name": choice(BACKBONES), "hidden_size": POSITIVE, "num_layers": POSITIVE, "theta1": THRESHOLD,
                          "theta2": THRESHOLD, "surrogate": choice(DERIVATIVES), "alpha1": POSITIVE_REAL,
                          "alpha2": POSITIVE_REAL, "cell_grad": choice(CELL_GRADS), "cell_grad_scale": POSITIVE_REAL,
-                         "recurrent_grad_scale": Range(0.0, 1.0), "cell": choice(CELLS),
+                         "recurrent_grad_scale": Range(0.0, 1.0), "cell": choice(CELLS), "write_scale": Range(0.0, 1.0),
                          "decay_steps": Range(2, MAX_COUNT), "init": choice(INITS),
                          "forget_bias": REAL, "chrono_steps": Range(3, MAX_COUNT), "engine": choice(ENGINES), "matmul_dtype": choice(MATMUL_DTYPES)}
 

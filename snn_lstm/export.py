@@ -58,14 +58,15 @@ CHECK_STEPS, CHECK_BATCH = 12, 8  # the random spike trains every export is chec
 # ----------------------------------------------------------------- plain-op modules (what ONNX records)
 class ExportLayer(nn.Module):
     """One spiking LSTM layer's step in plain tensor ops: the forward of lstm.py, no surrogates.
-    The analog cells: phi = decay * f (leaky) or sigmoid(a_f) (graded_forget), c = min(phi c + i g, 1),
+    The analog cells: phi = decay * f (leaky) or sigmoid(a_f) (graded_forget), c = min(phi c + w i g, 1),
     h = o H(c - theta1)."""
 
-    __constants__ = ["cell", "theta_cell"]
+    __constants__ = ["cell", "theta_cell", "write_scale"]
 
     def __init__(self, lstm: SpikingLSTM, layer: int):
         super().__init__()
         self.cell, self.theta_cell = lstm.spike.cell, float(lstm.spike.theta1)
+        self.write_scale = float(lstm.spike.write_scale)
         decay_logit = lstm.layer_decay_logit(layer)
         decay = torch.zeros(lstm.hidden_size) if decay_logit is None else torch.sigmoid(decay_logit.detach())
         w_ih, w_hh, b_ih, b_hh = (p.detach().clone() if p is not None else None for p in lstm.layer_parameters(layer))
@@ -83,7 +84,7 @@ class ExportLayer(nn.Module):
             c = (f * c + i * g > 0).to(x.dtype)
             return o * c, c
         phi = self.decay * f if self.cell == "leaky" else torch.sigmoid(a.chunk(4, -1)[1])
-        c = torch.clamp(phi * c + i * g, max=1.0)
+        c = torch.clamp(phi * c + self.write_scale * (i * g), max=1.0)
         return o * (c > self.theta_cell).to(x.dtype), c
 
 

@@ -31,7 +31,7 @@ NOT_RECIPE_TRAINER = ("device", "threads", "progress")
 # group -> {option: the value that trains as before the option existed}
 LATER_OPTIONS = {"model": {"forget_bias": 0.0, "chrono_steps": None, "cell_grad_scale": 1.0,
                            "recurrent_grad_scale": 1.0,
-                           "cell": "binary", "decay_steps": 784},
+                           "cell": "binary", "decay_steps": 784, "write_scale": 1.0},
                  "task": {"pixels_per_step": 1, "deltas": 0}}
 
 

@@ -42,9 +42,11 @@ def test_options_added_later_leave_the_recipe_as_before_at_their_neutral_value()
     # files that leave them at their neutral values: an image task and a spoken-digit one (task.deltas is speech's)
     cases = {"experiment=paper/table1/slstm": (
                  ["model.forget_bias=0.0", "model.chrono_steps=null", "model.cell_grad_scale=1.0", "task.pixels_per_step=1",
-                  "model.recurrent_grad_scale=1.0", "model.cell=binary", "model.decay_steps=784"],
+                  "model.recurrent_grad_scale=1.0", "model.cell=binary", "model.decay_steps=784",
+                  "model.write_scale=1.0"],
                  ["model.forget_bias=1.0", "model.chrono_steps=784", "model.cell_grad_scale=0.9", "task.pixels_per_step=4",
-                  "model.recurrent_grad_scale=0.5", "model.cell=leaky", "model.decay_steps=100"]),
+                  "model.recurrent_grad_scale=0.5", "model.cell=leaky", "model.decay_steps=100",
+                  "model.write_scale=0.5"]),
              "experiment=beyond/fsdd/augmented_slstm": (["task.deltas=0"], ["task.deltas=1"])}
     covered = set()
     for name, (neutral, changes) in cases.items():

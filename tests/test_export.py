@@ -101,9 +101,10 @@ def test_export_refuses_a_plain_lstm(trained, tmp_path):
     assert refused.code == 2 and "plain LSTM" in refused.lines[0]
 
 
-@pytest.mark.parametrize("cell", ["leaky", "graded_forget"])
-def test_analog_cells_export_to_onnx_and_not_to_nir(trained, tmp_path, cell):
-    outcome = run_verb(["train", "task=smnist", *TINY_IMAGES, f"model.cell={cell}", "model.hidden_size=16",
+@pytest.mark.parametrize("cell, write_scale", [("leaky", 1.0), ("graded_forget", 0.5)])
+def test_analog_cells_export_to_onnx_and_not_to_nir(trained, tmp_path, cell, write_scale):
+    outcome = run_verb(["train", "task=smnist", *TINY_IMAGES, f"model.cell={cell}", f"model.write_scale={write_scale}",
+                        "model.hidden_size=16",
                         "trainer=smoke", "tracking=none", f"paths.run_dir={tmp_path}", f"paths.data_dir={trained['data']}",
                         "run_name=analog"], tmp_path)
     assert outcome.code == 0, outcome.stderr[-3000:]

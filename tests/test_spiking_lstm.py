@@ -116,12 +116,13 @@ def reference_bptt(x, h0, c0, w_ih, w_hh, b_ih, b_hh, upstream, cell_grad, theta
     return torch.stack(hs[1:]), grads
 
 
-def reference_bptt_analog(x, h0, c0, w_ih, w_hh, b_ih, b_hh, decay, upstream, upstream_c, cell, beta=1.0, theta1=0.1,
-                          theta2=0.1, alpha1=4.0, alpha2=0.3):
+def reference_bptt_analog(x, h0, c0, w_ih, w_hh, b_ih, b_hh, decay, upstream, upstream_c, cell, beta=1.0, w=1.0,
+                          theta1=0.1, theta2=0.1, alpha1=4.0, alpha2=0.3):
     """The analog cells of docs/model.md written out. Forward: phi_t = decay f_t (leaky) or sigma(a_f)
-    (graded_forget), s_t = phi_t c_{t-1} + i_t g_t, c_t = min(s_t, 1), h_t = o_t H(c_t - theta1).
+    (graded_forget), s_t = phi_t c_{t-1} + w i_t g_t, c_t = min(s_t, 1), h_t = o_t H(c_t - theta1).
     Backward (upstream: dL/dh_t from above, upstream_c: dL/dc_T):
     dL/dc_t = o_t g_a1(c_t - theta1) dL/dh_t + phi_{t+1} dL/ds_{t+1}, dL/ds_t = 1[s_t <= 1] dL/dc_t,
+    dL/da_i = w dL/ds_t g_t g_a1(a_i - theta1), dL/da_g = w dL/ds_t i_t g_a2(a_g - theta2),
     dL/da_f = dL/ds_t c_{t-1} dphi/da_f, dL/ddecay = sum dL/ds_t f_t c_{t-1}."""
     T = x.shape[0]
     hs, cs, cache = [h0], [c0], []
@@ -135,7 +136,7 @@ def reference_bptt_analog(x, h0, c0, w_ih, w_hh, b_ih, b_hh, decay, upstream, up
         else:
             phi = torch.sigmoid(a_f)
             dphi = phi * (1 - phi)
-        s = phi * cs[-1] + i * g
+        s = phi * cs[-1] + w * i * g
         c = s.clamp(max=1.0)
         cs.append(c)
         hs.append(o * (c > theta1).double())
@@ -152,8 +153,9 @@ def reference_bptt_analog(x, h0, c0, w_ih, w_hh, b_ih, b_hh, decay, upstream, up
         dh = upstream[t] + dh_next
         dc = o * gaussian(c - theta1, alpha1) * dh + phi_next * ds_next
         ds = (s <= 1).double() * dc
-        da = torch.cat([ds * g * gaussian(a_i - theta1, alpha1), ds * cs[t] * dphi,
-                        ds * i * gaussian(a_g - theta2, alpha2), dh * (c > theta1).double() * gaussian(a_o - theta1, alpha1)],
+        da = torch.cat([w * ds * g * gaussian(a_i - theta1, alpha1), ds * cs[t] * dphi,
+                        w * ds * i * gaussian(a_g - theta2, alpha2),
+                        dh * (c > theta1).double() * gaussian(a_o - theta1, alpha1)],
                        dim=1)
         grads["decay"] += (ds * f * cs[t]).sum(0)
         grads["w_ih"] += da.T @ x[t]
@@ -209,11 +211,13 @@ def test_gradients_equal_the_spec_backward(cell_grad, scale, beta, engine):
 
 @pytest.mark.parametrize("engine", ["reference", "auto", "torch"])
 @pytest.mark.parametrize("cell", ["leaky", "graded_forget"])
-@pytest.mark.parametrize("beta", [1.0, 0.5])
-def test_analog_cells_equal_their_equations_forward_and_backward(cell, beta, engine):
+@pytest.mark.parametrize("beta, w", [(1.0, 1.0), (0.5, 1.0), (1.0, 0.3)])
+def test_analog_cells_equal_their_equations_forward_and_backward(cell, beta, w, engine):
+    """Also with recurrent_grad_scale beta and write_scale w."""
     torch.manual_seed(7)
     T, B, I, H = 14, 5, 4, 6
-    layer = SpikingLSTM(I, H, cell=cell, recurrent_grad_scale=beta, decay_steps=20, init="normal", engine=engine).double()
+    layer = SpikingLSTM(I, H, cell=cell, recurrent_grad_scale=beta, write_scale=w, decay_steps=20, init="normal",
+                        engine=engine).double()
     with torch.no_grad():
         layer.bias_ih_l0.normal_(0, 0.5)
         layer.bias_ih_l0[H:2 * H] += 1.0  # forget gates open often, so cells hold and fade
@@ -227,7 +231,7 @@ def test_analog_cells_equal_their_equations_forward_and_backward(cell, beta, eng
     decay = None if cell == "graded_forget" else torch.sigmoid(layer.decay_logit_l0.detach())
     upstream_c = torch.ones(B, H, dtype=torch.float64)  # the loss adds sum(c_T)
     ref_h, ref_c, ref = reference_bptt_analog(x.detach(), h0.detach(), c0.detach(), w_ih, w_hh, b_ih, b_hh, decay,
-                                              upstream, upstream_c, cell, beta)
+                                              upstream, upstream_c, cell, beta, w)
     assert torch.equal(output.detach(), ref_h)
     assert set(output.unique().tolist()) <= {0.0, 1.0}
     torch.testing.assert_close(c_n[0].detach(), ref_c[-1])
@@ -352,6 +356,9 @@ def test_bad_forget_gate_starts_are_user_errors(kwargs, message):
         ({"cell": "lif"}, "model.cell must be one of"),
         ({"cell": "leaky", "cell_grad_scale": 0.9}, "applies to the binary cell"),
         ({"cell": "leaky", "decay_steps": 1}, "decay_steps"),
+        ({"cell": "leaky", "write_scale": 0.0}, "write_scale must lie in"),
+        ({"cell": "graded_forget", "write_scale": 1.5}, "write_scale must lie in"),
+        ({"write_scale": 0.5}, "applies to the analog cells"),
     ],
 )
 def test_bad_options_are_user_errors(kwargs, message):
@@ -390,6 +397,37 @@ def test_a_leaky_cell_fades_by_its_decay_and_stops_firing_below_theta1():
         fused = SpikingLSTM(1, 1, cell="leaky", engine=engine)
         fused.load_state_dict(layer.state_dict())
         assert torch.equal(fused(x)[0], output)
+
+
+def test_a_cell_with_write_scale_integrates_its_writes_and_fades():
+    """write_scale w: each write adds w (up to 1), so the cell counts writes; with lambda = 0.9
+    three writes give c = 0.25, 0.475, 0.6775, then c fades by 0.9 per step. With w = 1 every
+    write sets the cell to 1, whatever it held."""
+    x = torch.zeros(8, 1, 1)
+    x[:3] = 1.0
+    cells = {}
+    for w in (0.25, 1.0):
+        layer = SpikingLSTM(1, 1, cell="leaky", write_scale=w, engine="reference")
+        with torch.no_grad():
+            layer.weight_ih_l0.copy_(torch.tensor([[1.0], [0.0], [1.0], [0.0]]))  # the input opens i and g
+            layer.weight_hh_l0.zero_()
+            layer.bias_ih_l0.copy_(torch.tensor([0.0, 1.0, 0.0, 1.0]))  # f and o always open
+            layer.bias_hh_l0.zero_()
+            layer.decay_logit_l0.fill_(math.log(0.9 / 0.1))  # lambda = 0.9
+        c = []
+        state = None
+        for t in range(8):
+            output, state = layer(x[t:t + 1], state)
+            c.append(state[1].item())
+        cells[w] = torch.tensor(c)
+        for engine in ("auto", "torch"):
+            fused = SpikingLSTM(1, 1, cell="leaky", write_scale=w, engine=engine)
+            fused.load_state_dict(layer.state_dict())
+            torch.testing.assert_close(fused(x)[1][1].view(()), cells[w][-1])
+    written = torch.tensor([0.25, 0.475, 0.6775])
+    torch.testing.assert_close(cells[0.25][:3], written)
+    torch.testing.assert_close(cells[0.25][3:], 0.6775 * 0.9 ** torch.arange(1.0, 6.0))
+    torch.testing.assert_close(cells[1.0], torch.cat([torch.ones(3), 0.9 ** torch.arange(1.0, 6.0)]))
 
 
 def test_leaky_decays_start_spread_over_time_scales():

@@ -309,7 +309,7 @@ def _forward_loop_torch_analog(pre: Tensor, w_hh: Tensor, h0: Tensor, c0: Tensor
             f = (phi > 0.5).to(pre.dtype)
         else:
             phi = decay * f
-        c = torch.clamp(phi * c + i * g, max=1.0)
+        c = torch.clamp(phi * c + spike.write_scale * (i * g), max=1.0)
         fires = (c > spike.theta1).to(pre.dtype)
         torch.mul(o, fires, out=h_seq[t])
         h = h_seq[t]
@@ -327,7 +327,7 @@ def _forward_loop_torch_analog(pre: Tensor, w_hh: Tensor, h0: Tensor, c0: Tensor
 
 
 def _backward_loop_torch_analog(sur, bits, c_seq, phi_seq, og_seq, grad_h, grad_c_last, h0, c0, w_hh, xh,
-                                input_size: int):
+                                input_size: int, write_scale: float):
     """The C++ backward_loop_analog's contract: `sur` becomes da, the h columns of `xh` are filled,
     returns (dL/dh_0, dL/dc_0, ds [T, B, H])."""
     steps, batch, four_h = sur.shape
@@ -341,12 +341,12 @@ def _backward_loop_torch_analog(sur, bits, c_seq, phi_seq, og_seq, grad_h, grad_
         c_prev = c_seq[t - 1] if t > 0 else c0
         dh = grad_h[t] + dh_rec
         dc = og_seq[t] * dh + (grad_c_last if t == steps - 1 else phi_seq[t + 1] * ds)
-        ds = dc * (phi_seq[t] * c_prev + i * g <= 1.0).to(dtype)
+        ds = dc * (phi_seq[t] * c_prev + write_scale * (i * g) <= 1.0).to(dtype)
         ds_seq[t] = ds
         d = sur[t].view(batch, 4, hidden)
-        d[:, 0].mul_(ds * g)
+        d[:, 0].mul_(write_scale * ds * g)
         d[:, 1].mul_(ds * c_prev)
-        d[:, 2].mul_(ds * i)
+        d[:, 2].mul_(write_scale * ds * i)
         d[:, 3].mul_(dh * fires)
         dh_rec = _product(sur[t], w_hh)
     _fill_previous_hidden(xh, bits, h0, input_size)
@@ -488,8 +488,8 @@ def _analog_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, decay, spike: "SpikeParam
     if engine == "cpp":
         h_seq, bits, c_last, c_seq, phi_seq, og_seq = compiled_kernels().forward_loop_analog(
             pre, unit_rows(w_hh), h0, c0, lam.detach().contiguous(), spike.theta1, spike.theta2,
-            FAMILY_IDS[spike.gate.name], spike.gate.width, spike.candidate.width, spike.cell == "graded_forget",
-            needs_grad,
+            FAMILY_IDS[spike.gate.name], spike.gate.width, spike.candidate.width, spike.write_scale,
+            spike.cell == "graded_forget", needs_grad,
         )
     else:
         h_seq, bits, c_last, c_seq, phi_seq, og_seq = _forward_loop_torch_analog(
@@ -522,7 +522,8 @@ class FusedAnalogCellLayer(torch.autograd.Function):
         xh = _rows_for_weight_grads(x, hidden)
         loop = compiled_kernels().backward_loop_analog if ctx.engine == "cpp" else _backward_loop_torch_analog
         dh0, dc0, ds_seq = loop(sur, bits, c_seq, phi_seq, og_seq, grad_h_seq, grad_c_last, h0, c0,
-                                _recurrent_weights_for_backward(w_hh, ctx.spike), xh, x.shape[-1])
+                                _recurrent_weights_for_backward(w_hh, ctx.spike), xh, x.shape[-1],
+                                ctx.spike.write_scale)
         grad_rho = None
         if decay is not None and ctx.needs_input_grad[7]:
             # dL/dlambda = sum over steps and rows of ds_t f_t c_{t-1}; lambda = sigmoid(rho)

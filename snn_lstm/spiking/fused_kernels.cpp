@@ -93,6 +93,7 @@ struct Surrogate {
 struct Params {
   double theta1, theta2, alpha1, alpha2;
   int family;
+  double write_scale = 1.0;  // w: what a write adds to an analog cell
 };
 
 // One step forward. a: [B, 4H] pre-activations, overwritten with g'(a - theta) when
@@ -261,7 +262,7 @@ void backward_steps(torch::Tensor& sur, torch::Tensor& bits, torch::Tensor& grad
 // The cell variants whose c is a real number in [0, 1] (lstm.py, CELLS); i, g, o and h stay spikes:
 //   phi_t = lambda f_t     (leaky: f a spike, lambda in (0, 1) per unit)
 //         = sigma(a_f)     (graded_forget)
-//   s_t = phi_t c_{t-1} + i_t g_t,   c_t = min(s_t, 1),   h_t = o_t H(c_t - theta1)
+//   s_t = phi_t c_{t-1} + w i_t g_t,   c_t = min(s_t, 1),   h_t = o_t H(c_t - theta1)
 // A step writes c_t, phi_t and og_t = o_t g'(c_t - theta1) (dh_t/dc_t) beside the bits, whose c
 // bit is H(c_t - theta1), and, for the backward, dphi_t/da_f in place of the forget gate's surrogate.
 template <typename scalar_t, int FAMILY, bool GRADED_FORGET, bool SURROGATES>
@@ -269,7 +270,7 @@ void step_forward_analog(scalar_t* __restrict__ a, const scalar_t* __restrict__ 
                          scalar_t* __restrict__ c, scalar_t* __restrict__ phi_out, scalar_t* __restrict__ og_out,
                          uint8_t* __restrict__ bits, const scalar_t* __restrict__ lambda, int64_t first, int64_t end,
                          int64_t hidden, const Params& p) {
-  const scalar_t th1 = p.theta1, th2 = p.theta2;
+  const scalar_t th1 = p.theta1, th2 = p.theta2, w = p.write_scale;
   const Surrogate<scalar_t> gate(FAMILY, p.alpha1), candidate(FAMILY, p.alpha2);
   for (int64_t b = first; b < end; ++b) {
     scalar_t* __restrict__ ai = a + b * 4 * hidden;
@@ -293,7 +294,7 @@ void step_forward_analog(scalar_t* __restrict__ a, const scalar_t* __restrict__ 
         phi = lambda[j] * scalar_t(fb);
         dphi = SURROGATES ? lambda[j] * gate.template at<FAMILY>(uf) : scalar_t(0);
       }
-      const scalar_t s = phi * c_prev[row + j] + i * g;
+      const scalar_t s = phi * c_prev[row + j] + w * (i * g);
       const scalar_t cell = s < scalar_t(1) ? s : scalar_t(1);
       const scalar_t uc = cell - th1;
       const int cb = uc > 0;
@@ -316,7 +317,7 @@ void step_forward_analog(scalar_t* __restrict__ a, const scalar_t* __restrict__ 
 //   dL/dh_t = (dL/dh_t from above) + da_{t+1} W_hh
 //   dL/dc_t = og_t dL/dh_t + phi_{t+1} dL/ds_{t+1} (+ dL/dc_T at the last step)
 //   dL/ds_t = dL/dc_t if s_t <= 1, else 0 (the clamp)
-//   da = (ds g, ds c_{t-1}, ds i, dh H(c_t - theta1)) * (G_i, dphi/da_f, G_g, G_o), written over them
+//   da = (w ds g, ds c_{t-1}, w ds i, dh H(c_t - theta1)) * (G_i, dphi/da_f, G_g, G_o), written over them
 // with ds_t also kept in ds_seq (for dL/dlambda) and h_{t-1} filled into the [x, h_prev, 1] rows.
 template <typename scalar_t, bool FIRST, bool LAST>
 void step_backward_analog(scalar_t* __restrict__ sur_da, const uint8_t* __restrict__ bits,
@@ -326,7 +327,7 @@ void step_backward_analog(scalar_t* __restrict__ sur_da, const uint8_t* __restri
                           const scalar_t* __restrict__ grad_h, const scalar_t* __restrict__ dh_rec,
                           const scalar_t* __restrict__ grad_c_last, scalar_t* __restrict__ ds,
                           scalar_t* __restrict__ ds_seq, scalar_t* __restrict__ h_prev, int64_t h_prev_stride,
-                          int64_t batch, int64_t hidden) {
+                          int64_t batch, int64_t hidden, scalar_t w) {
   for (int64_t b = 0; b < batch; ++b) {
     const int64_t row = b * hidden;
     scalar_t* __restrict__ d = sur_da + 4 * row;
@@ -350,13 +351,13 @@ void step_backward_analog(scalar_t* __restrict__ sur_da, const uint8_t* __restri
       } else {
         dc += phi_next[row + j] * ds[row + j];
       }
-      const scalar_t s = phi[row + j] * cp + i * g;
+      const scalar_t s = phi[row + j] * cp + w * (i * g);
       const scalar_t dsv = s <= scalar_t(1) ? dc : scalar_t(0);
       ds[row + j] = dsv;
       ds_seq[row + j] = dsv;
-      d[j] *= dsv * g;
+      d[j] *= w * dsv * g;
       d[hidden + j] *= dsv * cp;
-      d[2 * hidden + j] *= dsv * i;
+      d[2 * hidden + j] *= w * dsv * i;
       d[3 * hidden + j] *= dh * fires;
     }
   }
@@ -521,7 +522,7 @@ void backward_steps_analog(torch::Tensor& sur, const torch::Tensor& bits, const 
                            const torch::Tensor& phi_seq, const torch::Tensor& og_seq, const torch::Tensor& grad_h,
                            const torch::Tensor& grad_c_last, const torch::Tensor& h0, const torch::Tensor& c0,
                            const torch::Tensor& w_hh, torch::Tensor& xh, int64_t input_size, torch::Tensor& ds,
-                           torch::Tensor& ds_seq, torch::Tensor& dh_rec) {
+                           torch::Tensor& ds_seq, torch::Tensor& dh_rec, double write_scale) {
   const int64_t steps = sur.size(0), batch = sur.size(1), hidden = sur.size(2) / 4;
   const int64_t stride = batch * hidden, xh_row = xh.size(2);
   const uint8_t* bits_p = bits.data_ptr<uint8_t>();
@@ -547,7 +548,8 @@ void backward_steps_analog(torch::Tensor& sur, const torch::Tensor& bits, const 
     const bool first = t == 0, last = t == steps - 1;
 #define SNNLSTM_STEP(F, L)                                                                                          \
   step_backward_analog<scalar_t, F, L>(d, here, prev, c_prev, phi_p + t * stride, phi_next, og_p + t * stride, h0p, \
-                                       gh + t * stride, dhr, gc, dsp, dss + t * stride, h, xh_row, batch, hidden)
+                                       gh + t * stride, dhr, gc, dsp, dss + t * stride, h, xh_row, batch, hidden, \
+                                       scalar_t(write_scale))
     if (first && last) SNNLSTM_STEP(true, true);
     else if (first) SNNLSTM_STEP(true, false);
     else if (last) SNNLSTM_STEP(false, true);
@@ -560,12 +562,12 @@ void backward_steps_analog(torch::Tensor& sur, const torch::Tensor& bits, const 
 }  // namespace
 
 // The analog cell's forward loop (step_forward_analog): as forward_loop, with lambda [H] the leaky
-// cell's per-unit decay (empty for graded_forget). Returns (h [T, B, H], bits, c_T, and with
+// cell's per-unit decay (empty for graded_forget) and write_scale w what a write adds. Returns (h [T, B, H], bits, c_T, and with
 // `surrogates` c [T, B, H], phi [T, B, H] and og [T, B, H] for the backward, else empty tensors).
 std::vector<torch::Tensor> forward_loop_analog(torch::Tensor pre, torch::Tensor w_rows, torch::Tensor h0,
                                                torch::Tensor c0, torch::Tensor lambda, double theta1, double theta2,
-                                               int64_t family, double alpha1, double alpha2, bool graded_forget,
-                                               bool surrogates) {
+                                               int64_t family, double alpha1, double alpha2, double write_scale,
+                                               bool graded_forget, bool surrogates) {
   TORCH_CHECK(pre.is_contiguous() && pre.dim() == 3, "pre must be a contiguous [T, B, 4H] tensor");
   TORCH_CHECK(family >= 0 && family <= 4, "unknown surrogate family");
   TORCH_CHECK(w_rows.is_contiguous() && w_rows.scalar_type() == pre.scalar_type(),
@@ -580,7 +582,7 @@ std::vector<torch::Tensor> forward_loop_analog(torch::Tensor pre, torch::Tensor 
   auto og_seq = torch::empty({surrogates ? steps : 0, batch, hidden}, pre.options());
   auto lam = lambda.contiguous();
   auto h_start = h0.contiguous(), c_start = c0.contiguous();
-  const Params p{theta1, theta2, alpha1, alpha2, static_cast<int>(family)};
+  const Params p{theta1, theta2, alpha1, alpha2, static_cast<int>(family), write_scale};
   AT_DISPATCH_FLOATING_TYPES(pre.scalar_type(), "snnlstm_forward_loop_analog", [&] {
     forward_steps_analog<scalar_t>(pre, w_rows, h_start, c_start, lam, h_seq, bits, c_seq, phi_seq, og_seq, p,
                                    graded_forget, surrogates);
@@ -591,11 +593,12 @@ std::vector<torch::Tensor> forward_loop_analog(torch::Tensor pre, torch::Tensor 
 
 // The analog cell's reverse-time loop. sur: [T, B, 4H] (G_i, dphi/da_f, G_g, G_o), overwritten
 // with da; c_seq, phi_seq, og_seq: the forward's; xh: the [x_t, h_{t-1}, 1] rows whose h columns
-// this fills. Returns (dL/dh_0, dL/dc_0, ds [T, B, H]).
+// this fills; write_scale: the forward's. Returns (dL/dh_0, dL/dc_0, ds [T, B, H]).
 std::vector<torch::Tensor> backward_loop_analog(torch::Tensor sur, torch::Tensor bits, torch::Tensor c_seq,
                                                 torch::Tensor phi_seq, torch::Tensor og_seq, torch::Tensor grad_h,
                                                 torch::Tensor grad_c_last, torch::Tensor h0, torch::Tensor c0,
-                                                torch::Tensor w_hh, torch::Tensor xh, int64_t input_size) {
+                                                torch::Tensor w_hh, torch::Tensor xh, int64_t input_size,
+                                                double write_scale) {
   TORCH_CHECK(w_hh.scalar_type() == sur.scalar_type(), "w_hh must be in the dtype of sur (float32 products)");
   TORCH_CHECK(sur.is_contiguous() && bits.is_contiguous() && xh.is_contiguous() && c_seq.is_contiguous() &&
               phi_seq.is_contiguous() && og_seq.is_contiguous(), "tensors must be contiguous");
@@ -607,7 +610,7 @@ std::vector<torch::Tensor> backward_loop_analog(torch::Tensor sur, torch::Tensor
   auto h0c = h0.contiguous(), c0c = c0.contiguous(), grad_hc = grad_h.contiguous(), grad_cc = grad_c_last.contiguous();
   AT_DISPATCH_FLOATING_TYPES(sur.scalar_type(), "snnlstm_backward_loop_analog", [&] {
     backward_steps_analog<scalar_t>(sur, bits, c_seq, phi_seq, og_seq, grad_hc, grad_cc, h0c, c0c, w_hh, xh,
-                                    input_size, ds, ds_seq, dh_rec);
+                                    input_size, ds, ds_seq, dh_rec, write_scale);
   });
   // dL/dc_0 = phi_0 dL/ds_0
   return {dh_rec, phi_seq[0] * ds, ds_seq};

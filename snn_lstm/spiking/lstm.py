@@ -35,7 +35,10 @@ dL/dh_{t-1} += beta da_t W_hh (1 by default: exact BPTT; the forward is the same
 ``cell`` = leaky or graded_forget (beyond the paper) keeps c real in [0, 1]; i, g, o, h stay spikes:
 
     phi_t = lambda f_t (leaky; lambda = sigmoid(rho) per unit)   or   sigma(a_f) (graded_forget)
-    s_t = phi_t c_{t-1} + i_t g_t,   c_t = min(s_t, 1),   h_t = o_t H(c_t - theta1)
+    s_t = phi_t c_{t-1} + w i_t g_t,   c_t = min(s_t, 1),   h_t = o_t H(c_t - theta1)
+
+with w = ``write_scale`` in (0, 1] (1: a write sets the cell to 1; below 1 the cell counts
+writes, as a leaky integrator of them, up to 1/w of them)
 
 differentiated exactly but for the spikes' surrogates (dc_t/ds_t = 1[s_t <= 1], dh_t/dc_t =
 o_t g_alpha1(c_t - theta1)), so a cell's error fades back in time exactly as its value does.
@@ -78,6 +81,7 @@ class SpikeParams:
     cell_grad_scale: float = 1.0  # gamma: dc/ds times gamma
     recurrent_grad_scale: float = 1.0  # beta: the error through h_{t-1} -> a_t times beta
     cell: str = "binary"
+    write_scale: float = 1.0  # w: a write adds w to an analog cell
 
     def __post_init__(self):
         for name in ("theta1", "theta2"):
@@ -97,6 +101,12 @@ class SpikeParams:
         if self.cell != "binary" and self.cell_grad_scale != 1.0:
             raise UserError(f"model.cell_grad_scale applies to the binary cell; model.cell={self.cell} differentiates "
                             "min(s, 1) exactly: set model.cell_grad_scale=1.0")
+        w = self.write_scale
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not (math.isfinite(w) and 0.0 < w <= 1.0):
+            raise UserError(f"model.write_scale must lie in (0, 1], got {w!r}")
+        if self.cell == "binary" and w != 1.0:
+            raise UserError("model.write_scale applies to the analog cells (the paper's binary cell is set to 1 by a "
+                            "write): set model.cell=leaky or graded_forget, or model.write_scale=1.0")
         beta = self.recurrent_grad_scale
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (math.isfinite(beta) and 0.0 <= beta <= 1.0):
             raise UserError(f"model.recurrent_grad_scale must lie in [0, 1], got {beta!r}")
@@ -127,7 +137,7 @@ def spiking_lstm_step(
         if p.cell == "leaky" and decay is None:
             raise ValueError("the leaky cell's step needs its decay lambda [H]: pass decay=torch.sigmoid(decay_logit)")
         phi = decay * f if p.cell == "leaky" else torch.sigmoid(a_f)
-        s = phi * c + i * g
+        s = phi * c + p.write_scale * (i * g)
         c_new = s - F.relu(s - 1.0)  # min(s, 1), derivative 1 for s <= 1
         f_bit = f if p.cell == "leaky" else (a_f > 0).to(a_f.dtype)
         return o * p.gate(c_new - p.theta1), c_new, (i, f_bit, g, o)
@@ -223,10 +233,10 @@ def leaky_decay_logits(hidden_size: int, decay_steps: int, **factory) -> Tensor:
 
 def spike_params(theta1: float = 0.1, theta2: float = 0.1, surrogate: str = "gaussian", alpha1: float = 4.0,
                  alpha2: float = 0.3, cell_grad: str = "surrogate", cell_grad_scale: float = 1.0,
-                 recurrent_grad_scale: float = 1.0, cell: str = "binary") -> SpikeParams:
+                 recurrent_grad_scale: float = 1.0, cell: str = "binary", write_scale: float = 1.0) -> SpikeParams:
     """The spiking options of a cell or layer as one SpikeParams (both gates' surrogates of one family)."""
     return SpikeParams(theta1, theta2, Surrogate(surrogate, alpha1), Surrogate(surrogate, alpha2), cell_grad,
-                       cell_grad_scale, recurrent_grad_scale, cell)
+                       cell_grad_scale, recurrent_grad_scale, cell, write_scale)
 
 
 SPIKING_OPTIONS_DOC = """
@@ -245,6 +255,8 @@ SPIKING_OPTIONS_DOC = """
                     times beta in the backward (1.0: exact BPTT; 0: the error reaches earlier
                     steps through the cell only)
         cell        binary (the paper's), leaky or graded_forget (a real-valued cell; module docstring)
+        write_scale w in (0, 1]: what a write adds to an analog cell (1.0: sets it to 1; below 1 the
+                    cell integrates writes, up to 1/w of them)
         decay_steps the leaky cell's longest initial time scale: lambda = exp(-1/tau), tau ~ log U(1, T) (784)
         init        he (N(0, 2/(I+H)), zero biases; the authors' code), normal (N(0, 1)), pytorch
         forget_bias   b_f at the start (0.0: the init's; needs bias=True), see set_forget_bias_
@@ -264,15 +276,15 @@ class SpikingLSTMCell(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None, *,
                  theta1: float = 0.1, theta2: float = 0.1, surrogate: str = "gaussian", alpha1: float = 4.0,
                  alpha2: float = 0.3, cell_grad: str = "surrogate", cell_grad_scale: float = 1.0,
-                 recurrent_grad_scale: float = 1.0, cell: str = "binary", decay_steps: int = 784, init: str = "he",
-                 forget_bias: float = 0.0, chrono_steps: int | None = None):
+                 recurrent_grad_scale: float = 1.0, cell: str = "binary", write_scale: float = 1.0, decay_steps: int = 784,
+                 init: str = "he", forget_bias: float = 0.0, chrono_steps: int | None = None):
         super().__init__()
         _check_sizes(input_size, hidden_size, 1)
         _check_flag("bias", bias)
         factory = {"device": device, "dtype": dtype}
         self.input_size, self.hidden_size = input_size, hidden_size
         self.spike = spike_params(theta1, theta2, surrogate, alpha1, alpha2, cell_grad, cell_grad_scale,
-                                  recurrent_grad_scale, cell)
+                                  recurrent_grad_scale, cell, write_scale)
         self.decay_logit = (nn.Parameter(leaky_decay_logits(hidden_size, decay_steps, **factory))
                             if cell == "leaky" else None)
         self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size, **factory))
@@ -326,8 +338,8 @@ class SpikingLSTM(nn.Module):
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0,
                  device=None, dtype=None, *, theta1: float = 0.1, theta2: float = 0.1, surrogate: str = "gaussian",
                  alpha1: float = 4.0, alpha2: float = 0.3, cell_grad: str = "surrogate", cell_grad_scale: float = 1.0,
-                 recurrent_grad_scale: float = 1.0, cell: str = "binary", decay_steps: int = 784, init: str = "he",
-                 forget_bias: float = 0.0, chrono_steps: int | None = None, engine: str = "auto",
+                 recurrent_grad_scale: float = 1.0, cell: str = "binary", write_scale: float = 1.0, decay_steps: int = 784,
+                 init: str = "he", forget_bias: float = 0.0, chrono_steps: int | None = None, engine: str = "auto",
                  matmul_dtype: str = "float32"):
         super().__init__()
         _check_sizes(input_size, hidden_size, num_layers)
@@ -355,7 +367,7 @@ class SpikingLSTM(nn.Module):
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.batch_first, self.dropout = batch_first, float(dropout)
         self.spike = spike_params(theta1, theta2, surrogate, alpha1, alpha2, cell_grad, cell_grad_scale,
-                                  recurrent_grad_scale, cell)
+                                  recurrent_grad_scale, cell, write_scale)
         self.bias = bias
         factory = {"device": device, "dtype": dtype}
         for layer in range(num_layers):
@@ -460,7 +472,7 @@ class SpikingLSTM(nn.Module):
 def _spike_repr(p: SpikeParams) -> str:
     return (f"theta1={p.theta1}, theta2={p.theta2}, surrogate={p.gate.name}, alpha1={p.gate.width}, "
             f"alpha2={p.candidate.width}, cell_grad={p.cell_grad}, cell_grad_scale={p.cell_grad_scale}, "
-            f"recurrent_grad_scale={p.recurrent_grad_scale}, cell={p.cell}")
+            f"recurrent_grad_scale={p.recurrent_grad_scale}, cell={p.cell}, write_scale={p.write_scale}")
 
 
 def _start_forget_gate(biases: list[Tensor], hidden_size: int, forget_bias: float, chrono_steps: int | None) -> None:
