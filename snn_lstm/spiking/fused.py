@@ -479,7 +479,7 @@ class FusedSpikingLSTMLayer(torch.autograd.Function):
 
 
 def _analog_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, decay, spike: "SpikeParams", engine: str, needs_grad: bool):
-    """The analog cell's forward on `engine` (cpp or torch): (h_seq, c_T, bits, c_seq, phi_seq, og_seq, pre)."""
+    """The analog cell's forward on `engine` (cpp, triton or torch): (h_seq, c_T, bits, c_seq, phi_seq, og_seq, pre)."""
     steps, batch, _ = x.shape
     bias = summed_bias(b_ih, b_hh)
     flat = x.reshape(steps * batch, -1)
@@ -491,6 +491,9 @@ def _analog_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, decay, spike: "SpikeParam
             FAMILY_IDS[spike.gate.name], spike.gate.width, spike.candidate.width, spike.write_scale,
             spike.cell == "graded_forget", needs_grad,
         )
+    elif engine == "triton":
+        h_seq, bits, c_last, c_seq, phi_seq, og_seq = triton_kernels().forward_loop_analog(
+            pre, unit_rows(w_hh), h0, c0, None if decay is None else decay.detach(), spike, needs_grad)
     else:
         h_seq, bits, c_last, c_seq, phi_seq, og_seq = _forward_loop_torch_analog(
             pre, w_hh, h0, c0, None if decay is None else decay.detach(), spike, needs_grad)
@@ -520,10 +523,16 @@ class FusedAnalogCellLayer(torch.autograd.Function):
         grad_h_seq = x.new_zeros(steps, batch, hidden) if grad_h_seq is None else grad_h_seq.contiguous()
         grad_c_last = x.new_zeros(batch, hidden) if grad_c_last is None else grad_c_last.contiguous()
         xh = _rows_for_weight_grads(x, hidden)
-        loop = compiled_kernels().backward_loop_analog if ctx.engine == "cpp" else _backward_loop_torch_analog
-        dh0, dc0, ds_seq = loop(sur, bits, c_seq, phi_seq, og_seq, grad_h_seq, grad_c_last, h0, c0,
-                                _recurrent_weights_for_backward(w_hh, ctx.spike), xh, x.shape[-1],
-                                ctx.spike.write_scale)
+        w_hh_back = _recurrent_weights_for_backward(w_hh, ctx.spike)
+        if ctx.engine == "triton":
+            ds_seq = triton_kernels().backward_loop_analog(sur, bits, c_seq, phi_seq, og_seq, grad_h_seq, grad_c_last,
+                                                           c0, w_hh_back, ctx.spike.write_scale)
+            _fill_previous_hidden(xh, bits, h0, x.shape[-1])
+            dh0, dc0 = _product(sur[0], w_hh_back), phi_seq[0] * ds_seq[0]
+        else:
+            loop = compiled_kernels().backward_loop_analog if ctx.engine == "cpp" else _backward_loop_torch_analog
+            dh0, dc0, ds_seq = loop(sur, bits, c_seq, phi_seq, og_seq, grad_h_seq, grad_c_last, h0, c0, w_hh_back, xh,
+                                    x.shape[-1], ctx.spike.write_scale)
         grad_rho = None
         if decay is not None and ctx.needs_input_grad[7]:
             # dL/dlambda = sum over steps and rows of ds_t f_t c_{t-1}; lambda = sigmoid(rho)
@@ -592,13 +601,8 @@ def spiking_lstm_layer(
 
 
 def _analog_engine(engine: str, device: torch.device, dtype: torch.dtype, spike: "SpikeParams", matmul_dtype: str) -> str:
-    """The engine of an analog cell: cpp on a CPU, torch elsewhere (no Triton kernels for them yet);
-    their products are in the parameters' dtype."""
+    """The engine of an analog cell, as resolve_engine's; their products are in the parameters' dtype."""
     if matmul_dtype != "float32":
         raise UserError(f"model.cell={spike.cell} computes its products in the parameters' dtype: set "
                         "model.matmul_dtype=float32")
-    if engine == "triton":
-        raise UserError(f"model.cell={spike.cell} has no Triton kernels: use engine='auto' (cpp on a CPU, torch "
-                        "on a GPU) or 'torch'")
-    engine = resolve_engine(engine, device, dtype)
-    return "torch" if engine == "triton" else engine  # triton: what auto picks on a GPU
+    return resolve_engine(engine, device, dtype)

@@ -356,9 +356,6 @@ class SpikingLSTM(nn.Module):
         if engine == "reference" and matmul_dtype != "float32":
             raise UserError(f"model.engine=reference has no {matmul_dtype} products: set model.matmul_dtype=float32 "
                             "or a fused engine (model.engine=auto)")
-        if cell != "binary" and engine == "triton":
-            raise UserError(f"model.cell={cell} has no Triton kernels: set model.engine=auto (cpp on a CPU, torch on "
-                            "a GPU) or torch")
         if cell != "binary" and matmul_dtype != "float32":
             raise UserError(f"model.cell={cell} computes its products in the parameters' dtype: set "
                             "model.matmul_dtype=float32")

@@ -25,6 +25,11 @@ with da_t written over the recomputed a_t. A step's writes are read by other
 threads of the same program in the next step: `tl.debug_barrier()` (a CTA barrier)
 separates the steps, and within a step the loads of a block from the stores over it.
 
+The analog cells (lstm.py, c real in [0, 1]) have their own pair, forward_steps_analog and
+backward_steps_analog, with the C++ analog loops' contract: the forward keeps c_t, phi_t,
+o_t g'(c_t - theta1) and the gates' surrogates for the backward (real values, not one byte per
+unit and step: the cell's value and its fade cannot be recomputed from the spikes).
+
 Products: tl.dot on the weights' dtype (float32 with input_precision "ieee" or
 "tf32", bfloat16 or float16), accumulated in float32 (float64 for float64 models);
 the spike operands h are 0/1 and exact in every one, the gradients da are rounded
@@ -208,6 +213,185 @@ def backward_steps(a_ptr, bits_ptr, grad_h_ptr, grad_c_ptr, c0_ptr, w_ptr, ds_pt
         tl.debug_barrier()
 
 
+@triton.jit
+def forward_steps_analog(pre_ptr, w_ptr, h_ptr, c_ptr, bits_ptr, phi_ptr, og_ptr, lambda_ptr, params_ptr, steps, batch,
+                         hidden, GATE: tl.constexpr, CANDIDATE: tl.constexpr, GRADED_FORGET: tl.constexpr,
+                         SURROGATES: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
+                         BLOCK_K: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """The analog cells (lstm.py), as forward_steps with
+
+        phi_t = lambda f_t (leaky) or sigma(a_f) (graded_forget),  s_t = phi_t c_{t-1} + w i_t g_t,
+        c_t = min(s_t, 1),  h_t = o_t H(c_t - theta1).
+
+    c [T+1, B, H] with c[0] = c0 when SURROGATES (c_1..c_T kept for the backward), else [2, B, H]
+    used in turn; lambda [H] (leaky only). With SURROGATES the step also writes phi_t and
+    og_t = o_t g'(c_t - theta1) ([T, B, H] each) and overwrites pre_t with (G_i, dphi_t/da_f, G_g,
+    G_o): the C++ forward_loop_analog's contract. params = (theta1, theta2, alpha1, alpha2, gate
+    constant, candidate constant, w)."""
+    four_h = 4 * hidden
+    plane = batch * hidden
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
+    row_ok = rows < batch
+    theta1 = tl.load(params_ptr)
+    theta2 = tl.load(params_ptr + 1)
+    alpha1 = tl.load(params_ptr + 2)
+    alpha2 = tl.load(params_ptr + 3)
+    scale1 = tl.load(params_ptr + 4)
+    scale2 = tl.load(params_ptr + 5)
+    write = tl.load(params_ptr + 6)
+    pre_t = pre_ptr
+    h_prev = h_ptr
+    bits_t = bits_ptr
+    phi_t = phi_ptr
+    og_t = og_ptr
+    for t in range(steps):
+        if SURROGATES:
+            c_prev = c_ptr + t * plane
+            c_next = c_prev + plane
+        else:
+            c_prev = c_ptr + (t % 2) * plane
+            c_next = c_ptr + ((t + 1) % 2) * plane
+        for n0 in range(0, hidden, BLOCK_N):
+            cols = n0 + tl.arange(0, BLOCK_N)
+            col_ok = cols < hidden
+            mask = row_ok[:, None] & col_ok[None, :]
+            unit = rows[:, None] * hidden + cols[None, :]
+            gate = pre_t + rows[:, None] * four_h + cols[None, :]
+            a_i = tl.load(gate, mask=mask, other=0.0)
+            a_f = tl.load(gate + hidden, mask=mask, other=0.0)
+            a_g = tl.load(gate + 2 * hidden, mask=mask, other=0.0)
+            a_o = tl.load(gate + 3 * hidden, mask=mask, other=0.0)
+            for k0 in range(0, hidden, BLOCK_K):
+                ks = k0 + tl.arange(0, BLOCK_K)
+                k_ok = ks < hidden
+                h_k = tl.load(h_prev + rows[:, None] * hidden + ks[None, :], mask=row_ok[:, None] & k_ok[None, :],
+                              other=0.0)
+                h_k = h_k.to(w_ptr.dtype.element_ty)
+                w = w_ptr + ks[:, None] * four_h + cols[None, :]
+                w_mask = k_ok[:, None] & col_ok[None, :]
+                a_i += tl.dot(h_k, tl.load(w, mask=w_mask, other=0.0), input_precision=INPUT_PRECISION)
+                a_f += tl.dot(h_k, tl.load(w + hidden, mask=w_mask, other=0.0), input_precision=INPUT_PRECISION)
+                a_g += tl.dot(h_k, tl.load(w + 2 * hidden, mask=w_mask, other=0.0), input_precision=INPUT_PRECISION)
+                a_o += tl.dot(h_k, tl.load(w + 3 * hidden, mask=w_mask, other=0.0), input_precision=INPUT_PRECISION)
+            i = a_i > theta1
+            g = a_g > theta2
+            o = a_o > theta1
+            if GRADED_FORGET:
+                phi = 1.0 / (1.0 + tl.exp(-a_f))
+                f = phi > 0.5  # the record's f bit: the gate keeps more than it drops
+            else:
+                f = a_f > theta1
+                decay = tl.load(lambda_ptr + cols, mask=col_ok, other=0.0).to(a_f.dtype)
+                phi = decay[None, :] * f.to(a_f.dtype)
+            total = phi * tl.load(c_prev + unit, mask=mask, other=0.0) + write * (i & g).to(a_f.dtype)
+            cell = tl.minimum(total, 1.0)
+            fires = cell > theta1
+            tl.store(c_next + unit, cell, mask=mask)
+            tl.store(h_prev + plane + unit, (o & fires).to(a_i.dtype), mask=mask)
+            bits = (i.to(tl.uint8) | (f.to(tl.uint8) << 1) | (g.to(tl.uint8) << 2) | (o.to(tl.uint8) << 3)
+                    | (fires.to(tl.uint8) << 4))
+            tl.store(bits_t + unit, bits, mask=mask)
+            if SURROGATES:
+                if GRADED_FORGET:
+                    dphi = phi * (1.0 - phi)
+                else:
+                    dphi = decay[None, :] * _surrogate(a_f - theta1, alpha1, scale1, GATE)
+                tl.store(phi_t + unit, phi, mask=mask)
+                tl.store(og_t + unit, o.to(a_i.dtype) * _surrogate(cell - theta1, alpha1, scale1, GATE), mask=mask)
+                s_i = _surrogate(a_i - theta1, alpha1, scale1, GATE)
+                s_g = _surrogate(a_g - theta2, alpha2, scale2, CANDIDATE)
+                s_o = _surrogate(a_o - theta1, alpha1, scale1, GATE)
+                tl.debug_barrier()  # every thread has read this block of pre before any writes over it
+                tl.store(gate, s_i, mask=mask)
+                tl.store(gate + hidden, dphi, mask=mask)
+                tl.store(gate + 2 * hidden, s_g, mask=mask)
+                tl.store(gate + 3 * hidden, s_o, mask=mask)
+        pre_t += batch * four_h
+        h_prev += plane
+        bits_t += plane
+        if SURROGATES:
+            phi_t += plane
+            og_t += plane
+        tl.debug_barrier()
+
+
+@triton.jit
+def backward_steps_analog(sur_ptr, bits_ptr, c_ptr, c0_ptr, phi_ptr, og_ptr, grad_h_ptr, grad_c_ptr, w_ptr, ds_ptr,
+                          params_ptr,
+                          steps, batch, hidden, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                          INPUT_PRECISION: tl.constexpr):
+    """The analog cells' reverse-time loop, the C++ backward_loop_analog's:
+
+        dh_t = dL/dh_t + da_{t+1} W_hh,   dc_t = og_t dh_t + phi_{t+1} ds_{t+1}  (+ dL/dc_T at t = T-1)
+        ds_t = 1[s_t <= 1] dc_t,   da_t = (w ds g, ds c_{t-1}, w ds i, dh H(c_t - theta1)) * (G_i, dphi/da_f, G_g, G_o)
+
+    sur [T, B, 4H] (the forward's surrogates), overwritten with da; c [T, B, H] (c_1..c_T), c0 [B, H];
+    phi, og, grad_h [T, B, H]; grad_c [B, H] dL/dc_T; w = W_hh [4H, H]; ds [T, B, H] gets ds_t;
+    params = (w,)."""
+    four_h = 4 * hidden
+    plane = batch * hidden
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
+    row_ok = rows < batch
+    write = tl.load(params_ptr)
+    last = (steps - 1).to(tl.int64)
+    sur_t = sur_ptr + last * batch * four_h
+    bits_t = bits_ptr + last * plane
+    c_before = c_ptr + (last - 1) * plane  # c_{t-1}; read for t > 0 only
+    phi_t = phi_ptr + last * plane
+    og_t = og_ptr + last * plane
+    grad_t = grad_h_ptr + last * plane
+    ds_t = ds_ptr + last * plane
+    for s in range(steps):
+        t = steps - 1 - s
+        has_next = t < steps - 1
+        for n0 in range(0, hidden, BLOCK_N):
+            cols = n0 + tl.arange(0, BLOCK_N)
+            col_ok = cols < hidden
+            mask = row_ok[:, None] & col_ok[None, :]
+            unit = rows[:, None] * hidden + cols[None, :]
+            dh = tl.load(grad_t + unit, mask=mask, other=0.0)
+            if has_next:  # dh += da_{t+1} W_hh
+                for k0 in range(0, four_h, BLOCK_K):
+                    ks = k0 + tl.arange(0, BLOCK_K)
+                    k_ok = ks < four_h
+                    d = tl.load(sur_t + batch * four_h + rows[:, None] * four_h + ks[None, :],
+                                mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+                    w = tl.load(w_ptr + ks[:, None] * hidden + cols[None, :], mask=k_ok[:, None] & col_ok[None, :],
+                                other=0.0)
+                    dh += tl.dot(d.to(w_ptr.dtype.element_ty), w, input_precision=INPUT_PRECISION)
+            here = tl.load(bits_t + unit, mask=mask, other=0)
+            i = ((here & 1) != 0).to(dh.dtype)
+            g = ((here & 4) != 0).to(dh.dtype)
+            fires = ((here & 16) != 0).to(dh.dtype)
+            c_prev = tl.load(c_before + unit, mask=mask & (t > 0), other=0.0)
+            c_prev += tl.load(c0_ptr + unit, mask=mask & (t == 0), other=0.0)
+            phi = tl.load(phi_t + unit, mask=mask, other=0.0)
+            dc = tl.load(og_t + unit, mask=mask, other=0.0) * dh
+            dc += tl.load(phi_t + plane + unit, mask=mask & has_next, other=0.0) * tl.load(
+                ds_t + plane + unit, mask=mask & has_next, other=0.0)
+            dc += tl.load(grad_c_ptr + unit, mask=mask & (t == steps - 1), other=0.0)
+            ds = tl.where(phi * c_prev + write * (i * g) <= 1.0, dc, 0.0)
+            tl.store(ds_t + unit, ds, mask=mask)
+            gate = sur_t + rows[:, None] * four_h + cols[None, :]
+            d_i = tl.load(gate, mask=mask, other=0.0) * (write * ds * g)
+            d_f = tl.load(gate + hidden, mask=mask, other=0.0) * (ds * c_prev)
+            d_g = tl.load(gate + 2 * hidden, mask=mask, other=0.0) * (write * ds * i)
+            d_o = tl.load(gate + 3 * hidden, mask=mask, other=0.0) * (dh * fires)
+            tl.debug_barrier()  # every thread has read this block of sur before any writes da over it
+            tl.store(gate, d_i, mask=mask)
+            tl.store(gate + hidden, d_f, mask=mask)
+            tl.store(gate + 2 * hidden, d_g, mask=mask)
+            tl.store(gate + 3 * hidden, d_o, mask=mask)
+        sur_t -= batch * four_h
+        bits_t -= plane
+        c_before -= plane
+        phi_t -= plane
+        og_t -= plane
+        grad_t -= plane
+        ds_t -= plane
+        tl.debug_barrier()
+
+
 @functools.lru_cache(maxsize=64)
 def constants(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """A kernel's scalar parameters as a tensor, made once per model, device and dtype
@@ -278,6 +462,48 @@ def backward_loop(a: torch.Tensor, bits: torch.Tensor, grad_h: torch.Tensor, gra
     return ds[0]
 
 
+def forward_loop_analog(pre: torch.Tensor, w_rows: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor,
+                        decay: torch.Tensor | None, spike, surrogates: bool):
+    """The C++ forward_loop_analog's contract, float32 products: pre [T, B, 4H] (overwritten with the
+    surrogates when `surrogates`), w_rows = W_hh^T [H, 4H] -> (h [T, B, H], bits, c_T, c [T, B, H],
+    phi [T, B, H], og [T, B, H]), the last three empty without `surrogates`."""
+    steps, batch, four_h = pre.shape
+    hidden = four_h // 4
+    h = pre.new_empty(steps + 1, batch, hidden)
+    h[0] = h0
+    c = pre.new_empty(steps + 1 if surrogates else 2, batch, hidden)
+    c[0] = c0
+    phi, og = (pre.new_empty(steps if surrogates else 0, batch, hidden) for _ in range(2))
+    bits = torch.empty(steps, batch, hidden, dtype=torch.uint8, device=pre.device)
+    gate, candidate = spike.gate, spike.candidate
+    params = constants((spike.theta1, spike.theta2, gate.width, candidate.width, surrogate_constant(gate.name, gate.width),
+                        surrogate_constant(candidate.name, candidate.width), spike.write_scale), pre.device, pre.dtype)
+    graded = spike.cell == "graded_forget"
+    forward_steps_analog[(triton.cdiv(batch, BLOCK_B),)](
+        pre, w_rows, h, c, bits, phi, og, pre if graded else decay.contiguous(), params, steps, batch, hidden,
+        GATE=FAMILY_IDS[gate.name], CANDIDATE=FAMILY_IDS[candidate.name], GRADED_FORGET=graded,
+        SURROGATES=surrogates, BLOCK_B=BLOCK_B, BLOCK_N=block(hidden), BLOCK_K=block(hidden),
+        INPUT_PRECISION="ieee", num_warps=NUM_WARPS,
+    )
+    c_last = c[steps] if surrogates else c[steps % 2]
+    return h[1:], bits, c_last, c[1:] if surrogates else c[:0], phi, og
+
+
+def backward_loop_analog(sur: torch.Tensor, bits: torch.Tensor, c_seq: torch.Tensor, phi: torch.Tensor,
+                         og: torch.Tensor, grad_h: torch.Tensor, grad_c_last: torch.Tensor, c0: torch.Tensor,
+                         w_hh: torch.Tensor, write_scale: float) -> torch.Tensor:
+    """Turns the surrogates `sur` [T, B, 4H] into da in place; returns ds [T, B, H]."""
+    steps, batch, four_h = sur.shape
+    hidden = four_h // 4
+    ds = sur.new_empty(steps, batch, hidden)
+    backward_steps_analog[(triton.cdiv(batch, BLOCK_B),)](
+        sur, bits, c_seq, c0.contiguous(), phi, og, grad_h.contiguous(), grad_c_last.contiguous(), w_hh.contiguous(), ds,
+        constants((write_scale,), sur.device, sur.dtype), steps, batch, hidden,
+        BLOCK_B=BLOCK_B, BLOCK_N=block(hidden), BLOCK_K=block(four_h), INPUT_PRECISION="ieee", num_warps=NUM_WARPS,
+    )
+    return ds
+
+
 # ---------------------------------------------------------------- ahead-of-time builds
 # (parameter dtype, product operand dtype, input precision): every combination the engine launches
 PRECISION_VARIANTS = [("fp32", "fp32", "ieee"), ("fp32", "fp32", "tf32"), ("fp32", "bf16", "ieee"),
@@ -323,4 +549,17 @@ def compile_for_gpu(capability: int) -> list[str]:
         build(backward_steps, {"a_ptr": "*fp32", "bits_ptr": "*u8", "grad_h_ptr": "*fp32", "grad_c_ptr": "*fp32",
                                "c0_ptr": "*fp32", "w_ptr": "*fp32", "ds_ptr": "*fp32", "params_ptr": "*fp32"},
               {"GATE": family, "CANDIDATE": family, "CELL_SURROGATE": family % 2 == 0, **blocks}, True)
+    # the analog cells, products in the parameters' dtype: both cells, with and without surrogates
+    for number, (param, size, aligned) in enumerate((("fp32", 32, True), ("fp64", 16, False))):
+        blocks = {"BLOCK_B": BLOCK_B, "BLOCK_N": size, "BLOCK_K": size, "INPUT_PRECISION": "ieee"}
+        for graded in (False, True):
+            for surrogates in (False, True):
+                gate = families[(number + graded + 2 * surrogates) % len(families)]
+                build(forward_steps_analog, {name: f"*{param}" for name in ("pre_ptr", "w_ptr", "h_ptr", "c_ptr")}
+                      | {"bits_ptr": "*u8"} | {name: f"*{param}" for name in ("phi_ptr", "og_ptr", "lambda_ptr", "params_ptr")},
+                      {"GATE": gate, "CANDIDATE": families[-1 - gate], "GRADED_FORGET": graded, "SURROGATES": surrogates,
+                       **blocks}, aligned)
+        build(backward_steps_analog, {"sur_ptr": f"*{param}", "bits_ptr": "*u8"} | {name: f"*{param}" for name in (
+            "c_ptr", "c0_ptr", "phi_ptr", "og_ptr", "grad_h_ptr", "grad_c_ptr", "w_ptr", "ds_ptr", "params_ptr")},
+              blocks, aligned)
     return built
