@@ -108,22 +108,27 @@ def typed_shapes(cfg: DictConfig) -> dict[str, DictConfig]:
 
 
 def spiking_models(cfg: DictConfig, device: torch.device, inputs: int, hidden: int,
-                   weights: dict | None = None) -> dict[str, SpikingLSTM]:
-    """One spiking LSTM per engine and product precision, with `weights` if given."""
+                   weights: dict | None = None, cells: list[dict] | None = None) -> dict[str, SpikingLSTM]:
+    """One spiking LSTM per engine, product precision and cell (`cells`: SpikingLSTM's cell
+    options, one dict per model; default cfg.cells), with `weights` if given."""
     models = {}
-    for engine in cfg.engines:
-        for matmul_dtype in cfg.matmul_dtypes:
-            if engine == "reference" and matmul_dtype != "float32":
-                continue  # the reference has no reduced-precision products
-            try:
-                label = engine if engine == "reference" else f"{engine}->{resolve_engine(engine, device)}"
-            except (ValueError, RuntimeError) as error:
-                raise UserError(f"engines: {error}") from None
-            label += "" if matmul_dtype == "float32" else f",{matmul_dtype}"
-            model = SpikingLSTM(inputs, hidden, engine=engine, matmul_dtype=matmul_dtype)
-            if weights is not None:
-                model.load_state_dict(weights)
-            models[f"slstm[{label}]"] = model
+    for cell in cells or [{"cell": name} for name in cfg.cells]:
+        for engine in cfg.engines:
+            for matmul_dtype in cfg.matmul_dtypes:
+                if engine == "reference" and matmul_dtype != "float32":
+                    continue  # the reference has no reduced-precision products
+                if cell["cell"] != "binary" and matmul_dtype != "float32":
+                    continue  # the analog cells compute their products in the parameters' dtype
+                try:
+                    label = engine if engine == "reference" else f"{engine}->{resolve_engine(engine, device)}"
+                except (ValueError, RuntimeError) as error:
+                    raise UserError(f"engines: {error}") from None
+                label += "" if matmul_dtype == "float32" else f",{matmul_dtype}"
+                label += "" if cell["cell"] == "binary" else f",{cell['cell']}"
+                model = SpikingLSTM(inputs, hidden, engine=engine, matmul_dtype=matmul_dtype, **cell)
+                if weights is not None:
+                    model.load_state_dict(weights)
+                models[f"slstm[{label}]"] = model
     return models
 
 
@@ -148,7 +153,8 @@ def cases(cfg: DictConfig, device: torch.device):
     for batch in cfg.ckpt_batches:
         x = task.sample_inputs(batch).transpose(0, 1).contiguous()
         weights = {name: value for name, value in trained.state_dict().items()}
-        yield f"trained_b{batch}", x, spiking_models(cfg, device, trained.input_size, trained.hidden_size, weights)
+        cell = {"cell": trained.spike.cell, "write_scale": trained.spike.write_scale}
+        yield f"trained_b{batch}", x, spiking_models(cfg, device, trained.input_size, trained.hidden_size, weights, [cell])
 
 
 def run_benchmark(cfg: DictConfig, device: torch.device) -> list[dict]:

@@ -430,6 +430,7 @@ class BenchConfig:
     warmup: int = 3
     engines: List[str] = field(default_factory=lambda: ["auto"])
     matmul_dtypes: List[str] = field(default_factory=lambda: ["float32"])
+    cells: List[str] = field(default_factory=lambda: ["binary"])  # model.cell of the spiking rows
     shapes: Dict[str, BenchShape] = field(default_factory=dict)
     ckpt: Optional[str] = None  # a trained model: also time its weights on its task's test inputs
     ckpt_batches: List[int] = field(default_factory=lambda: [1])  # batch sizes of those rows
@@ -438,6 +439,7 @@ class BenchConfig:
     DOMAINS: ClassVar = {"device": choice(DEVICES), "threads": Range(1, 1024), "repeats": POSITIVE, "warmup": COUNT,
                          "engines": Elements(choice(ENGINES), min_length=1),
                          "matmul_dtypes": Elements(choice(MATMUL_DTYPES), min_length=1), "shapes": NotEmpty,
+                         "cells": Elements(choice(CELLS), min_length=1),
                          "ckpt_batches": Elements(POSITIVE, min_length=1)}
 
 

@@ -11,16 +11,17 @@ from snn_lstm.bench import interleaved_medians_ms, saved_for_backward_bytes
 from conftest import snnlstm
 
 TINY = ["repeats=2", "warmup=1", "~shapes", "+shapes={tiny: {steps: 5, batch: 4, input: 3, hidden: 8, rate: 0.3}}",
-        "engines=[auto,reference]", "matmul_dtypes=[float32,bfloat16]"]
+        "engines=[auto,reference]", "matmul_dtypes=[float32,bfloat16]", "cells=[binary,graded_forget]"]
 
 
 def test_bench_prints_and_logs_the_table(tmp_path, cli_env):
     run_dir = tmp_path / "runs"
     out = snnlstm(["bench", *TINY, f"paths.run_dir={run_dir}"], tmp_path, cli_env).stdout
     lines = [line for line in out.splitlines() if line.startswith("| tiny |")]
-    # the reference has no bfloat16 products, so no bfloat16 row
+    # the reference and the analog cells have no bfloat16 products, so no bfloat16 row of them
     assert [line.split("|")[2].strip() for line in lines] == [
-        "nn.LSTM", "slstm[auto->cpp]", "slstm[auto->cpp,bfloat16]", "slstm[reference]"]
+        "nn.LSTM", "slstm[auto->cpp]", "slstm[auto->cpp,bfloat16]", "slstm[reference]",
+        "slstm[auto->cpp,graded_forget]", "slstm[reference,graded_forget]"]
     assert lines[0].split("|")[5].strip() == "1.00"  # nn.LSTM is the unit of the ratios
     firing = [line.split("|")[3].strip() for line in lines]
     assert firing[0].endswith(", -") and all(0 < float(f.split(", ")[1]) < 1 for f in firing[1:])  # h: spikes only
