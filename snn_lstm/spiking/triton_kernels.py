@@ -549,16 +549,16 @@ def compile_for_gpu(capability: int) -> list[str]:
         build(backward_steps, {"a_ptr": "*fp32", "bits_ptr": "*u8", "grad_h_ptr": "*fp32", "grad_c_ptr": "*fp32",
                                "c0_ptr": "*fp32", "w_ptr": "*fp32", "ds_ptr": "*fp32", "params_ptr": "*fp32"},
               {"GATE": family, "CANDIDATE": family, "CELL_SURROGATE": family % 2 == 0, **blocks}, True)
-    # the analog cells, products in the parameters' dtype: both cells, with and without surrogates
-    for number, (param, size, aligned) in enumerate((("fp32", 32, True), ("fp64", 16, False))):
+    # the analog cells, products in the parameters' dtype: each cell with surrogates, one without
+    for param, size, aligned, variants in (("fp32", 32, True, ((True, True), (False, False))),
+                                           ("fp64", 16, False, ((False, True),))):
         blocks = {"BLOCK_B": BLOCK_B, "BLOCK_N": size, "BLOCK_K": size, "INPUT_PRECISION": "ieee"}
-        for graded in (False, True):
-            for surrogates in (False, True):
-                gate = families[(number + graded + 2 * surrogates) % len(families)]
-                build(forward_steps_analog, {name: f"*{param}" for name in ("pre_ptr", "w_ptr", "h_ptr", "c_ptr")}
-                      | {"bits_ptr": "*u8"} | {name: f"*{param}" for name in ("phi_ptr", "og_ptr", "lambda_ptr", "params_ptr")},
-                      {"GATE": gate, "CANDIDATE": families[-1 - gate], "GRADED_FORGET": graded, "SURROGATES": surrogates,
-                       **blocks}, aligned)
+        for graded, surrogates in variants:
+            gate = families[(graded + 2 * surrogates + size) % len(families)]
+            build(forward_steps_analog, {name: f"*{param}" for name in ("pre_ptr", "w_ptr", "h_ptr", "c_ptr")}
+                  | {"bits_ptr": "*u8"} | {name: f"*{param}" for name in ("phi_ptr", "og_ptr", "lambda_ptr", "params_ptr")},
+                  {"GATE": gate, "CANDIDATE": families[-1 - gate], "GRADED_FORGET": graded, "SURROGATES": surrogates,
+                   **blocks}, aligned)
         build(backward_steps_analog, {"sur_ptr": f"*{param}", "bits_ptr": "*u8"} | {name: f"*{param}" for name in (
             "c_ptr", "c0_ptr", "phi_ptr", "og_ptr", "grad_h_ptr", "grad_c_ptr", "w_ptr", "ds_ptr", "params_ptr")},
               blocks, aligned)
