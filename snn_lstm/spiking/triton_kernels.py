@@ -71,6 +71,31 @@ def _surrogate(u, width, scale, FAMILY: tl.constexpr):
 
 
 @triton.jit
+def _preactivations(gate, h_prev, w_ptr, rows, cols, row_ok, col_ok, hidden, BLOCK_K: tl.constexpr,
+                    INPUT_PRECISION: tl.constexpr):
+    """a_t = P_t + h_{t-1} W_hh^T for a block of rows and units, per gate: `gate` points at the
+    block's P_t[:, i] (the f, g, o columns follow at hidden, 2 hidden, 3 hidden)."""
+    four_h = 4 * hidden
+    mask = row_ok[:, None] & col_ok[None, :]
+    a_i = tl.load(gate, mask=mask, other=0.0)
+    a_f = tl.load(gate + hidden, mask=mask, other=0.0)
+    a_g = tl.load(gate + 2 * hidden, mask=mask, other=0.0)
+    a_o = tl.load(gate + 3 * hidden, mask=mask, other=0.0)
+    for k0 in range(0, hidden, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_ok = ks < hidden
+        h_k = tl.load(h_prev + rows[:, None] * hidden + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        h_k = h_k.to(w_ptr.dtype.element_ty)
+        w = w_ptr + ks[:, None] * four_h + cols[None, :]
+        w_mask = k_ok[:, None] & col_ok[None, :]
+        a_i += tl.dot(h_k, tl.load(w, mask=w_mask, other=0.0), input_precision=INPUT_PRECISION)
+        a_f += tl.dot(h_k, tl.load(w + hidden, mask=w_mask, other=0.0), input_precision=INPUT_PRECISION)
+        a_g += tl.dot(h_k, tl.load(w + 2 * hidden, mask=w_mask, other=0.0), input_precision=INPUT_PRECISION)
+        a_o += tl.dot(h_k, tl.load(w + 3 * hidden, mask=w_mask, other=0.0), input_precision=INPUT_PRECISION)
+    return a_i, a_f, a_g, a_o
+
+
+@triton.jit
 def forward_steps(pre_ptr, w_ptr, h_ptr, c_ptr, bits_ptr, theta_ptr, steps, batch, hidden,
                   BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                   INPUT_PRECISION: tl.constexpr):
@@ -96,22 +121,8 @@ def forward_steps(pre_ptr, w_ptr, h_ptr, c_ptr, bits_ptr, theta_ptr, steps, batc
             mask = row_ok[:, None] & col_ok[None, :]
             unit = rows[:, None] * hidden + cols[None, :]
             gate = pre_t + rows[:, None] * four_h + cols[None, :]
-            a_i = tl.load(gate, mask=mask, other=0.0)
-            a_f = tl.load(gate + hidden, mask=mask, other=0.0)
-            a_g = tl.load(gate + 2 * hidden, mask=mask, other=0.0)
-            a_o = tl.load(gate + 3 * hidden, mask=mask, other=0.0)
-            for k0 in range(0, hidden, BLOCK_K):
-                ks = k0 + tl.arange(0, BLOCK_K)
-                k_ok = ks < hidden
-                h_k = tl.load(h_prev + rows[:, None] * hidden + ks[None, :], mask=row_ok[:, None] & k_ok[None, :],
-                              other=0.0)
-                h_k = h_k.to(w_ptr.dtype.element_ty)
-                w = w_ptr + ks[:, None] * four_h + cols[None, :]
-                w_mask = k_ok[:, None] & col_ok[None, :]
-                a_i += tl.dot(h_k, tl.load(w, mask=w_mask, other=0.0), input_precision=INPUT_PRECISION)
-                a_f += tl.dot(h_k, tl.load(w + hidden, mask=w_mask, other=0.0), input_precision=INPUT_PRECISION)
-                a_g += tl.dot(h_k, tl.load(w + 2 * hidden, mask=w_mask, other=0.0), input_precision=INPUT_PRECISION)
-                a_o += tl.dot(h_k, tl.load(w + 3 * hidden, mask=w_mask, other=0.0), input_precision=INPUT_PRECISION)
+            a_i, a_f, a_g, a_o = _preactivations(gate, h_prev, w_ptr, rows, cols, row_ok, col_ok, hidden, BLOCK_K,
+                                                 INPUT_PRECISION)
             i = a_i > theta1
             f = a_f > theta1
             g = a_g > theta2
@@ -257,22 +268,8 @@ def forward_steps_analog(pre_ptr, w_ptr, h_ptr, c_ptr, bits_ptr, phi_ptr, og_ptr
             mask = row_ok[:, None] & col_ok[None, :]
             unit = rows[:, None] * hidden + cols[None, :]
             gate = pre_t + rows[:, None] * four_h + cols[None, :]
-            a_i = tl.load(gate, mask=mask, other=0.0)
-            a_f = tl.load(gate + hidden, mask=mask, other=0.0)
-            a_g = tl.load(gate + 2 * hidden, mask=mask, other=0.0)
-            a_o = tl.load(gate + 3 * hidden, mask=mask, other=0.0)
-            for k0 in range(0, hidden, BLOCK_K):
-                ks = k0 + tl.arange(0, BLOCK_K)
-                k_ok = ks < hidden
-                h_k = tl.load(h_prev + rows[:, None] * hidden + ks[None, :], mask=row_ok[:, None] & k_ok[None, :],
-                              other=0.0)
-                h_k = h_k.to(w_ptr.dtype.element_ty)
-                w = w_ptr + ks[:, None] * four_h + cols[None, :]
-                w_mask = k_ok[:, None] & col_ok[None, :]
-                a_i += tl.dot(h_k, tl.load(w, mask=w_mask, other=0.0), input_precision=INPUT_PRECISION)
-                a_f += tl.dot(h_k, tl.load(w + hidden, mask=w_mask, other=0.0), input_precision=INPUT_PRECISION)
-                a_g += tl.dot(h_k, tl.load(w + 2 * hidden, mask=w_mask, other=0.0), input_precision=INPUT_PRECISION)
-                a_o += tl.dot(h_k, tl.load(w + 3 * hidden, mask=w_mask, other=0.0), input_precision=INPUT_PRECISION)
+            a_i, a_f, a_g, a_o = _preactivations(gate, h_prev, w_ptr, rows, cols, row_ok, col_ok, hidden, BLOCK_K,
+                                                 INPUT_PRECISION)
             i = a_i > theta1
             g = a_g > theta2
             o = a_o > theta1
